@@ -1,0 +1,172 @@
+"""The daemon's lifecycle in one place: lock, build the parts, serve, reload on SIGHUP, stop.
+
+``Daemon.serve()`` reads top to bottom like the lifecycle: acquire the socket lock (a second
+daemon on the same socket refuses to start), build the domain from the state on disk, start the
+gRPC and metrics servers, wait for signals, shut down gracefully. Containers are left running:
+their monitors own them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import logging
+import os
+import signal
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from crio_py import config as config_mod
+from crio_py import log as log_mod
+from crio_py import metrics
+from crio_py.config import Config
+from crio_py.network import CNIManager
+from crio_py.server.grpc_server import CRIServer
+from crio_py.server.image_service import ImageService
+from crio_py.server.runtime_service import RuntimeService
+from crio_py.state import RecordStore
+
+log = logging.getLogger(__name__)
+
+
+class AlreadyRunning(Exception):
+    """Another daemon holds the socket lock."""
+
+
+@dataclass
+class ConfigSources:
+    """Where the configuration came from, so SIGHUP can read the same layers again."""
+
+    config_file: Path | None = config_mod.DEFAULT_CONFIG_FILE
+    dropin_dir: Path | None = config_mod.DEFAULT_DROPIN_DIR
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    def load(self) -> Config:
+        return config_mod.load(self.config_file, self.dropin_dir, self.overrides)
+
+
+class SocketLock:
+    """An flock beside the socket, held for the daemon's lifetime (released by the kernel on death)."""
+
+    def __init__(self, socket_path: Path):
+        self.path = socket_path.with_name(socket_path.name + ".lock")
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise AlreadyRunning(
+                f"another crio-py (pid {holder}) is serving {self.path.name[:-5]} in {self.path.parent}; "
+                "stop it first or use another --listen socket"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+class Daemon:
+    """Owns the configuration, the domain objects and the servers for one daemon process."""
+
+    def __init__(self, config: Config, sources: ConfigSources):
+        self.config = config
+        self.sources = sources
+        self._stop = threading.Event()
+        self._reload = threading.Event()
+        self._wake = threading.Event()
+        self.metrics_port: int | None = None
+
+    def serve(self) -> int:
+        """Run until SIGTERM/SIGINT; return the process exit code."""
+        lock = SocketLock(Path(self.config.listen))
+        lock.acquire()
+        try:
+            self._startup()
+            self._install_signal_handlers()
+            log.info(
+                "crio-py serving",
+                extra={"socket": self.config.listen, "root": self.config.root, "pid": os.getpid()},
+            )
+            self._main_loop()
+            self._shutdown()
+        finally:
+            lock.release()
+        return 0
+
+    def _startup(self) -> None:
+        cfg = self.config
+        for path, mode in ((cfg.root, 0o711), (cfg.run_root, 0o755)):
+            Path(path).mkdir(parents=True, exist_ok=True, mode=mode)
+        self.store = RecordStore(Path(cfg.root))
+        self.network = CNIManager(cfg.cni)
+        runtime = RuntimeService(config=lambda: self.config, network_status=self.network.status)
+        images = ImageService()
+        self.server = CRIServer(Path(cfg.listen), runtime, images)
+        self.server.start()
+        if cfg.metrics.enabled:
+            self.metrics_port = metrics.serve(cfg.metrics.address, cfg.metrics.port)
+
+    def _install_signal_handlers(self) -> None:
+        def on_stop(signum: int, _frame: Any) -> None:
+            if self._stop.is_set():
+                log.warning("second stop signal: exiting at once")
+                os._exit(1)
+            log.info("stop requested", extra={"signal": signal.Signals(signum).name})
+            self._stop.set()
+            self._wake.set()
+
+        def on_hup(_signum: int, _frame: Any) -> None:
+            self._reload.set()
+            self._wake.set()
+
+        signal.signal(signal.SIGTERM, on_stop)
+        signal.signal(signal.SIGINT, on_stop)
+        signal.signal(signal.SIGHUP, on_hup)
+
+    def _main_loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait()
+            self._wake.clear()
+            if self._reload.is_set():
+                self._reload.clear()
+                self.reload()
+
+    def reload(self) -> None:
+        """Re-read the configuration; apply what can change live, log the rest."""
+        try:
+            new = self.sources.load()
+        except config_mod.ConfigError as exc:
+            log.error("config reload refused; keeping the running config", extra={"problems": exc.problems})
+            return
+        live, restart = config_mod.reload_changes(self.config, new)
+        if restart:
+            log.warning("config changes need a restart to take effect", extra={"keys": restart})
+        if not live:
+            log.info("config reloaded: nothing live changed")
+            return
+        # Only live keys move into the running config; the rest keeps what the daemon started with.
+        self.config = _with_live(self.config, new)
+        if "log_level" in live:
+            log_mod.set_level(self.config.log_level)
+        log.info("config reloaded", extra={"changed": live})
+
+    def _shutdown(self) -> None:
+        grace = float(self.config.shutdown_grace)
+        log.info("shutting down: finishing in-flight RPCs", extra={"grace_seconds": grace})
+        self.server.stop(grace)
+        log.info("crio-py stopped; containers keep running under their monitors")
+
+
+def _with_live(old: Config, new: Config) -> Config:
+    return dataclasses.replace(old, **{k: getattr(new, k) for k in config_mod.RELOADABLE})

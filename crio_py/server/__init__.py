@@ -1,0 +1,1 @@
+"""The gRPC layer: thin handlers that validate requests, call the domain and map errors."""

@@ -1,0 +1,64 @@
+"""RuntimeService handlers: version, status and runtime config; pods and containers delegate
+to the sandbox and container domains."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from crio_py import __version__
+from crio_py.config import Config
+from crio_py.cri import api_pb2 as pb
+from crio_py.network import NetworkStatus
+
+RUNTIME_NAME = "crio-py"
+RUNTIME_API_VERSION = "v1"
+
+
+class RuntimeService:
+    """Handlers of runtime.v1.RuntimeService (methods named as the RPCs)."""
+
+    def __init__(self, config: Callable[[], Config], network_status: Callable[[], NetworkStatus]):
+        self._config = config
+        self._network_status = network_status
+
+    def Version(self, request: pb.VersionRequest, context: Any) -> pb.VersionResponse:
+        return pb.VersionResponse(
+            version="0.1.0",
+            runtime_name=RUNTIME_NAME,
+            runtime_version=__version__,
+            runtime_api_version=RUNTIME_API_VERSION,
+        )
+
+    def Status(self, request: pb.StatusRequest, context: Any) -> pb.StatusResponse:
+        net = self._network_status()
+        conditions = [
+            pb.RuntimeCondition(type="RuntimeReady", status=True),
+            pb.RuntimeCondition(type="NetworkReady", status=net.ready, reason=net.reason, message=net.message),
+        ]
+        config = self._config()
+        handlers = [
+            pb.RuntimeHandler(
+                name=name,
+                features=pb.RuntimeHandlerFeatures(recursive_read_only_mounts=True, user_namespaces=False),
+            )
+            for name in [""] + sorted(config.runtimes)
+        ]
+        info = {"config": json.dumps(config.to_dict())} if request.verbose else {}
+        return pb.StatusResponse(
+            status=pb.RuntimeStatus(conditions=conditions),
+            info=info,
+            runtime_handlers=handlers,
+            features=pb.RuntimeFeatures(supplemental_groups_policy=True),
+        )
+
+    def RuntimeConfig(self, request: pb.RuntimeConfigRequest, context: Any) -> pb.RuntimeConfigResponse:
+        driver = pb.SYSTEMD if self._config().cgroup_manager == "systemd" else pb.CGROUPFS
+        return pb.RuntimeConfigResponse(linux=pb.LinuxRuntimeConfiguration(cgroup_driver=driver))
+
+    def UpdateRuntimeConfig(
+        self, request: pb.UpdateRuntimeConfigRequest, context: Any
+    ) -> pb.UpdateRuntimeConfigResponse:
+        # kubelet sends the node's pod CIDR here; the CNI config owns addressing, as in CRI-O.
+        return pb.UpdateRuntimeConfigResponse()
