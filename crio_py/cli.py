@@ -72,9 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     if command == "default-config":
         print(config_mod.default_text(), end="")
         return 0
-    from crio_py.daemon import ConfigSources  # the daemon's imports are heavy; `version` needs none
-
-    sources = ConfigSources(ns.config, ns.config_dir, _overrides(ns))
+    sources = config_mod.ConfigSources(ns.config, ns.config_dir, _overrides(ns))
     try:
         cfg = sources.load()
     except config_mod.ConfigError as exc:

@@ -104,6 +104,18 @@ class Config:
         return self.runtimes[name or self.default_runtime]
 
 
+@dataclass
+class ConfigSources:
+    """Where the configuration came from, so SIGHUP can read the same layers again."""
+
+    config_file: Path | None = DEFAULT_CONFIG_FILE
+    dropin_dir: Path | None = DEFAULT_DROPIN_DIR
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    def load(self) -> Config:
+        return load(self.config_file, self.dropin_dir, self.overrides)
+
+
 def default_text() -> str:
     """The commented built-in defaults file."""
     return resources.files("crio_py").joinpath("defaults/crio-py.yaml").read_text()
@@ -124,7 +136,7 @@ def _check(value: Any, tp: Any, where: str, problems: list[str]) -> None:
             else:
                 _check(sub, hints[key], name, problems)
     elif origin is dict:
-        key_tp, val_tp = typing.get_args(tp)
+        _key_tp, val_tp = typing.get_args(tp)
         if not isinstance(value, dict):
             problems.append(f"{where}: expected a mapping, got {type(value).__name__}")
             return

@@ -14,14 +14,13 @@ import logging
 import os
 import signal
 import threading
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from crio_py import config as config_mod
 from crio_py import log as log_mod
 from crio_py import metrics
-from crio_py.config import Config
+from crio_py.config import Config, ConfigSources
 from crio_py.network import CNIManager
 from crio_py.server.grpc_server import CRIServer
 from crio_py.server.image_service import ImageService
@@ -33,18 +32,6 @@ log = logging.getLogger(__name__)
 
 class AlreadyRunning(Exception):
     """Another daemon holds the socket lock."""
-
-
-@dataclass
-class ConfigSources:
-    """Where the configuration came from, so SIGHUP can read the same layers again."""
-
-    config_file: Path | None = config_mod.DEFAULT_CONFIG_FILE
-    dropin_dir: Path | None = config_mod.DEFAULT_DROPIN_DIR
-    overrides: dict[str, Any] = field(default_factory=dict)
-
-    def load(self) -> Config:
-        return config_mod.load(self.config_file, self.dropin_dir, self.overrides)
 
 
 class SocketLock:

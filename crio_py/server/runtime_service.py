@@ -43,7 +43,7 @@ class RuntimeService:
                 name=name,
                 features=pb.RuntimeHandlerFeatures(recursive_read_only_mounts=True, user_namespaces=False),
             )
-            for name in [""] + sorted(config.runtimes)
+            for name in ["", *sorted(config.runtimes)]
         ]
         info = {"config": json.dumps(config.to_dict())} if request.verbose else {}
         return pb.StatusResponse(

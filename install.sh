@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Install crio-py on a Debian machine and start the daemon.
+#   sudo ./install.sh             packages, /opt/crio-py/venv, config, CNI network, start
+#   sudo ./install.sh --no-start  everything but starting the daemon
+set -euo pipefail
+cd "$(dirname "$0")"
+. hack/common.sh
+need_root
+
+START=1
+for arg in "$@"; do
+    case $arg in
+        --no-start) START=0 ;;
+        *) echo "usage: $0 [--no-start]" >&2; exit 2 ;;
+    esac
+done
+
+PREFIX=/opt/crio-py
+apt_install "${RUNTIME_DEBS[@]}"
+make_venv "$PREFIX/venv" .
+ln -sf "$PREFIX/venv/bin/crio-py" /usr/local/bin/crio-py
+
+# The built-in defaults are embedded in the package; the main file only holds local changes.
+install -d -m 0755 /etc/crio-py /etc/crio-py/crio-py.d
+if [ ! -e /etc/crio-py/crio-py.yaml ]; then
+    cat > /etc/crio-py/crio-py.yaml <<'YAML'
+# Local settings for crio-py. Every key and its default: `crio-py default-config`.
+# The effective configuration: `crio-py config`.
+YAML
+fi
+crio-py config >/dev/null   # refuse to go on with an invalid configuration
+
+if [ -x hack/install-cni.sh ]; then
+    hack/install-cni.sh "$PREFIX/venv/bin/python"
+fi
+
+if [ "$START" = 1 ]; then
+    if [ -d /run/systemd/system ]; then
+        install -m 0644 contrib/crio-py.service /etc/systemd/system/crio-py.service
+        systemctl daemon-reload
+        systemctl enable --now crio-py.service
+    elif ! crio-py status >/dev/null 2>&1; then
+        install -d -m 0755 /var/log/crio-py
+        nohup crio-py daemon >>/var/log/crio-py/crio-py.log 2>&1 &
+        echo $! > /run/crio-py.pid
+        echo "crio-py started in the background (pid $!), log: /var/log/crio-py/crio-py.log"
+    fi
+    for _ in $(seq 50); do
+        crio-py status >/dev/null 2>&1 && break
+        sleep 0.2
+    done
+    crio-py status
+fi
