@@ -81,6 +81,18 @@ def process_args(config: api_pb2.ContainerConfig, image: dict[str, Any], where: 
     return args
 
 
+def _env_item(kv: api_pb2.KeyValue, where: str) -> str:
+    value: str | bytes = kv.value
+    if isinstance(value, bytes):
+        try:
+            value = value.decode()
+        except UnicodeDecodeError:
+            raise InvalidArgument(f"{where}: the value of environment variable {kv.key!r} is not UTF-8") from None
+    if not kv.key or "=" in kv.key:
+        raise InvalidArgument(f"{where}: environment variable name {kv.key!r} must be non-empty and without '='")
+    return f"{kv.key}={value}"
+
+
 def _join(ctx: ContainerSpecContext, key: str, where: str) -> dict[str, Any]:
     path = ctx.namespace_paths.get(key)
     if not path:
@@ -149,7 +161,7 @@ def container_spec(ctx: ContainerSpecContext) -> dict[str, Any]:
         [DEFAULT_PATH, f"HOSTNAME={hostname or os.uname().nodename}"],
         ["TERM=xterm"] if cfg.tty else [],
         image.get("Env") or [],
-        [f"{kv.key}={kv.value}" for kv in cfg.envs],
+        [_env_item(kv, where) for kv in cfg.envs],
     )
     process: dict[str, Any] = {
         "terminal": cfg.tty,
