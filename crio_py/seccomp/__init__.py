@@ -66,7 +66,8 @@ def parse_profile_path(value: str) -> tuple[str, str]:
     if value in ("runtime/default", "docker/default"):
         return RUNTIME_DEFAULT, ""
     if value.startswith("localhost/"):
-        return LOCALHOST, value.removeprefix("localhost")
+        # kubelet writes "localhost/" + an absolute path: one slash or two, the path is absolute.
+        return LOCALHOST, "/" + value.removeprefix("localhost/").lstrip("/")
     raise InvalidArgument(
         f"seccomp profile {value!r} is not one of unconfined, runtime/default, docker/default, localhost/<path>"
     )
