@@ -29,8 +29,6 @@ def user_section(user: ResolvedUser) -> dict[str, Any]:
     section: dict[str, Any] = {"uid": user.uid, "gid": user.gid}
     if user.additional_gids:
         section["additionalGids"] = list(user.additional_gids)
-    if user.username:
-        section["username"] = user.username
     return section
 
 

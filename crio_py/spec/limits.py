@@ -32,10 +32,15 @@ def _has_sys_resource() -> bool:
     return False
 
 
-@functools.cache
+_warned: set[str] = set()
+
+
 def _warn_once(what: str, requested: int, used: int) -> None:
+    if what in _warned:
+        return
+    _warned.add(what)
     log.warning(
-        "%s %d needs CAP_SYS_RESOURCE, which crio-py lacks; using %d instead (logged once)",
+        "%s %d needs CAP_SYS_RESOURCE, which crio-py lacks; using %d instead (logged once per setting)",
         what,
         requested,
         used,

@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from crio_py.cri import api_pb2
-from crio_py.errors import InvalidArgument
+from crio_py.errors import FailedPrecondition, InvalidArgument
 
 log = logging.getLogger(__name__)
 
@@ -166,3 +166,47 @@ def ensure_host_paths(mounts: Iterable[api_pb2.Mount]) -> list[str]:
         log.info("created missing mount source %s", source, extra={"path": source})
         created.append(parent)
     return created
+
+
+def _mount_table(mountinfo: str) -> list[tuple[str, list[str]]]:
+    table = []
+    for line in mountinfo.splitlines():
+        pre, sep, _ = line.partition(" - ")
+        if sep:
+            fields = pre.split()
+            table.append((fields[4].replace("\\040", " "), fields[6:]))
+    return table
+
+
+def check_mount_propagation(mounts: Iterable[api_pb2.Mount], mountinfo: str | None = None) -> None:
+    """Refuse propagating mounts whose host side does not propagate.
+
+    Bidirectional needs the source on a shared host mount, host-to-container on a shared or
+    slave one; otherwise the container would silently never see (or send) new mounts. Run after
+    :func:`ensure_host_paths` (the sources must exist); ``mountinfo`` defaults to the daemon's.
+    """
+    wanted = [m for m in mounts if m.propagation != api_pb2.MountPropagation.PROPAGATION_PRIVATE]
+    if not wanted:
+        return
+    table = _mount_table(mountinfo if mountinfo is not None else Path("/proc/self/mountinfo").read_text())
+    for m in wanted:
+        source = os.path.realpath(m.host_path)
+        point, optional = "/", []
+        # The innermost mount wins; among equals the last listed, which is the one on top.
+        for candidate, fields in table:
+            inside = source == candidate or source.startswith(candidate.rstrip("/") + "/")
+            if inside and len(candidate) >= len(point):
+                point, optional = candidate, fields
+        shared = any(f.startswith("shared:") for f in optional)
+        slave = any(f.startswith("master:") for f in optional)
+        bidirectional = m.propagation == api_pb2.MountPropagation.PROPAGATION_BIDIRECTIONAL
+        if bidirectional and not shared:
+            raise FailedPrecondition(
+                f"mount {m.container_path}: bidirectional propagation needs {source} on a shared mount, "
+                f"but {point} is not shared (mount --make-rshared {point})"
+            )
+        if not bidirectional and not (shared or slave):
+            raise FailedPrecondition(
+                f"mount {m.container_path}: host-to-container propagation needs {source} on a shared or slave "
+                f"mount, but {point} is private (mount --make-rshared {point})"
+            )

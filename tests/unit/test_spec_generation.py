@@ -153,7 +153,7 @@ def test_working_dir(settings: Config, rootfs: Path, request_dir: str, image_dir
 
 def test_user_from_image_and_groups(settings: Config, rootfs: Path) -> None:
     spec = build(settings, rootfs, make_config(supplemental_groups=[99]), {"Cmd": ["sh"], "User": "app"})
-    assert spec["process"]["user"] == {"uid": 1000, "gid": 1000, "additionalGids": [1000, 20, 99], "username": "app"}
+    assert spec["process"]["user"] == {"uid": 1000, "gid": 1000, "additionalGids": [1000, 20, 99]}
 
 
 def test_defaults(settings: Config, rootfs: Path) -> None:
@@ -561,7 +561,7 @@ def test_sandbox_defaults(settings: Config, rootfs: Path) -> None:
     assert spec["process"]["args"] == ["/pause"]
     assert spec["process"]["oomScoreAdj"] == -998
     assert spec["process"]["noNewPrivileges"] is True
-    assert spec["process"]["user"] == {"uid": 0, "gid": 0, "additionalGids": [0], "username": "root"}
+    assert spec["process"]["user"] == {"uid": 0, "gid": 0, "additionalGids": [0]}
     assert spec["root"] == {"path": str(rootfs), "readonly": True}
     assert spec["hostname"] == "web-0"
     assert ns(spec) == {"mount": None, "network": "/run/netns/p", "uts": None, "ipc": None, "pid": None}
