@@ -89,7 +89,11 @@ class Harness:
         return path
 
     def container(
-        self, cfg: pb.ContainerConfig, *, rootfs: Path | None = None, pod: pb.PodSandboxConfig | None = None,
+        self,
+        cfg: pb.ContainerConfig,
+        *,
+        rootfs: Path | None = None,
+        pod: pb.PodSandboxConfig | None = None,
         namespace_paths: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         cid = uuid.uuid4().hex
@@ -341,3 +345,30 @@ def test_container_joins_sandbox_namespaces(harness: Harness) -> None:
     cfg.linux.security_context.namespace_options.pid = pb.NamespaceMode.POD
     out, err = harness.run(cfg, pod=pod, namespace_paths=paths)
     assert out.split() == ["web-pod", "1", "1"], err
+
+
+def test_privileged_gets_every_capability_and_host_devices(harness: Harness) -> None:
+    out, err = harness.run(
+        sh("grep CapEff /proc/self/status; grep ' /sys ' /proc/mounts; ls /dev | wc -l", privileged=True)
+    )
+    cap_eff, sysfs, devices = out.strip().splitlines()
+    bounding = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("CapBnd"))
+    assert cap_eff.split()[1] == bounding.split()[1], err
+    assert sysfs.split()[3].startswith("rw")
+    assert int(devices) > 10
+
+
+def test_localhost_seccomp_profile(harness: Harness) -> None:
+    profile = harness.workdir / "no-chmod.json"
+    profile.write_text(
+        json.dumps(
+            {
+                "defaultAction": "SCMP_ACT_ALLOW",
+                "syscalls": [{"names": ["chmod", "fchmodat", "fchmodat2"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}],
+            }
+        )
+    )
+    local = pb.SecurityProfile(profile_type=pb.SecurityProfile.Localhost, localhost_ref=str(profile))
+    out, err = harness.run(sh("chmod 600 /tmp || echo refused; echo done", seccomp=local))
+    assert out.split() == ["refused", "done"]
+    assert "Permission denied" in err
