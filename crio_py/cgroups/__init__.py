@@ -146,12 +146,14 @@ def _all_dirs(path: str) -> list[Path]:
 
 
 def find_cgroup_dirs(path: str) -> dict[str, Path]:
-    """The existing directories of a cgroup, keyed by controller list (v1) or ``"unified"`` (v2)."""
+    """The existing directories of a cgroup, keyed by v1 controller (``memory``, ``name=systemd``;
+    co-mounted controllers share a directory) or ``"unified"`` for the v2 hierarchy."""
     out: dict[str, Path] = {}
     for h in hierarchies():
         d = Path(h.mountpoint) / fs_path(path).lstrip("/")
         if d.is_dir():
-            out[",".join(h.controllers) if h.version == 1 else "unified"] = d
+            for key in h.controllers if h.version == 1 else ("unified",):
+                out[key] = d
     return out
 
 

@@ -109,7 +109,12 @@ def test_remove_cgroup_leaf_first_everywhere_and_idempotent(fake_v1: Path) -> No
     for top in ("cpu,cpuacct", "memory"):
         (fake_v1 / top / "pods/pod1/crio-py-a").mkdir(parents=True)
         (fake_v1 / top / "pods/pod1/crio-py-b").mkdir(parents=True)
-    assert set(cgroups.find_cgroup_dirs("/pods/pod1")) == {"cpu,cpuacct", "memory"}
+    dirs = cgroups.find_cgroup_dirs("/pods/pod1")
+    assert dirs == {
+        "cpu": fake_v1 / "cpu,cpuacct/pods/pod1",
+        "cpuacct": fake_v1 / "cpu,cpuacct/pods/pod1",
+        "memory": fake_v1 / "memory/pods/pod1",
+    }
     cgroups.remove_cgroup("/pods/pod1")
     assert not (fake_v1 / "memory/pods/pod1").exists()
     assert (fake_v1 / "memory/pods").is_dir()
