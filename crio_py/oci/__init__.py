@@ -261,10 +261,10 @@ class OCIRuntime:
         with tempfile.TemporaryDirectory(prefix="crio-py-exec-") as tmp:
             process_file, pid_file, log_file = (Path(tmp, n) for n in ("process.json", "pid", "log.json"))
             process_file.write_text(json.dumps(process))
+            binary, *options = self.base_argv()
+            # The command's own stderr is ours to return, so runc's errors go to a log file instead.
             cmd = [
-                *self.base_argv()[:1],
-                "--log", str(log_file), "--log-format", "json",
-                *self.base_argv()[1:],
+                binary, "--log", str(log_file), "--log-format", "json", *options,
                 "exec", "--process", str(process_file), "--pid-file", str(pid_file), id,
             ]  # fmt: skip
             log.debug("runtime exec", extra={"container_id": id, "argv": cmd})

@@ -47,7 +47,8 @@ class ContainerSpecContext:
 
     ``namespace_paths`` holds the pod's namespaces to join, keyed ``net``, ``ipc``, ``uts`` and
     ``pid`` (the pod's when it shares one, the target container's for ``TARGET``); each is
-    needed only when the container's namespace options ask for it. ``pod_files`` maps
+    needed only when the container's namespace options ask for it (kubelet copies the pod's
+    host-network/pid/ipc choices into every container's options). ``pod_files`` maps
     container paths (``/etc/hostname``, ``/etc/hosts``, ``/etc/resolv.conf``, ``/dev/shm``) to
     host files to bind. ``cgroup_parent`` is the pod's (see crio_py.cgroups.pod_cgroup_parent).
     """
