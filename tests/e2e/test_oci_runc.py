@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import os
 import shutil
 import subprocess
 import tempfile
@@ -23,52 +22,20 @@ from crio_py.config import Config, RuntimeHandler
 from crio_py.cri import api_pb2 as pb
 from crio_py.oci import OCIRuntime
 from crio_py.spec import ContainerSpecContext, SandboxSpecContext, container_spec, sandbox_spec
+from tests.support.busybox_rootfs import busybox_rootfs
 
 pytestmark = pytest.mark.e2e
 
 RUNC = shutil.which("runc") or "/usr/sbin/runc"
-LIBS = ("/lib/x86_64-linux-gnu/libc.so.6", "/lib/x86_64-linux-gnu/libresolv.so.2", "/lib64/ld-linux-x86-64.so.2")
 PASSWD = "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n"
 GROUP = "root:x:0:\napp:x:1000:\nextra:x:2000:app\nother:x:2001:\n"
 
 
-def _busybox_deb(workdir: Path) -> Path:
-    cached = sorted(Path("/var/cache/apt/archives").glob("busybox_*.deb"))
-    if cached:
-        return cached[-1]
-    subprocess.run(["apt-get", "download", "busybox"], cwd=workdir, check=True, capture_output=True)
-    return next(workdir.glob("busybox_*.deb"))
-
-
-def _local_busybox_rootfs(dest: Path) -> Path:
-    """A busybox rootfs from Debian's package and the host's libc (until tests.support has one)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run(["dpkg-deb", "-x", str(_busybox_deb(Path(tmp))), str(dest)], check=True)
-    for lib in LIBS:
-        target = dest / lib.lstrip("/")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(os.path.realpath(lib), target)
-    applets = subprocess.run([str(dest / "bin/busybox"), "--list"], capture_output=True, text=True, check=True)
-    for applet in applets.stdout.split():
-        link = dest / "bin" / applet
-        if not link.exists():
-            link.symlink_to("busybox")
-    for d in ("proc", "sys", "dev", "etc", "tmp", "mnt", "home/app"):
-        (dest / d).mkdir(parents=True, exist_ok=True)
-    return dest
-
-
 @pytest.fixture(scope="module")
 def rootfs_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    try:
-        from tests.support.busybox_rootfs import busybox_rootfs  # type: ignore[import-not-found]
-    except ImportError:
-        busybox_rootfs = _local_busybox_rootfs
     rootfs = busybox_rootfs(tmp_path_factory.mktemp("busybox") / "rootfs")
-    (rootfs / "etc").mkdir(exist_ok=True)
     (rootfs / "etc/passwd").write_text(PASSWD)
     (rootfs / "etc/group").write_text(GROUP)
-    (rootfs / "mnt").mkdir(exist_ok=True)
     return rootfs
 
 
