@@ -21,7 +21,11 @@ from crio_py import config as config_mod
 from crio_py import log as log_mod
 from crio_py import metrics
 from crio_py.config import Config, ConfigSources
+from crio_py.container import ContainerManager
+from crio_py.image import ImageManager
+from crio_py.monitor import MonitorClient
 from crio_py.network import CNIManager
+from crio_py.sandbox import SandboxManager
 from crio_py.server.grpc_server import CRIServer
 from crio_py.server.image_service import ImageService
 from crio_py.server.runtime_service import RuntimeService
@@ -95,14 +99,25 @@ class Daemon:
         cfg = self.config
         for path, mode in ((cfg.root, 0o711), (cfg.run_root, 0o755)):
             Path(path).mkdir(parents=True, exist_ok=True, mode=mode)
-        self.store = RecordStore(Path(cfg.root))
+        config = self.current_config
+        store = RecordStore(Path(cfg.root))
         self.network = CNIManager(cfg.cni)
-        runtime = RuntimeService(config=lambda: self.config, network_status=self.network.status)
-        images = ImageService()
-        self.server = CRIServer(Path(cfg.listen), runtime, images)
+        self.images = ImageManager(config, store)
+        monitors = MonitorClient(Path(cfg.run_root) / "monitors")
+        self.sandboxes = SandboxManager(config, store, self.images, self.network, monitors)
+        self.containers = ContainerManager(config, store, self.images, self.sandboxes, monitors)
+        self.sandboxes.restore()
+        self.containers.restore()
+        self.network.gc(self.sandboxes.attachments())
+        runtime = RuntimeService(config, self.network.status, self.sandboxes, self.containers)
+        self.server = CRIServer(Path(cfg.listen), runtime, ImageService(self.images))
         self.server.start()
         if cfg.metrics.enabled:
             self.metrics_port = metrics.serve(cfg.metrics.address, cfg.metrics.port)
+
+    def current_config(self) -> Config:
+        """The running configuration (a SIGHUP may have replaced its live keys)."""
+        return self.config
 
     def _install_signal_handlers(self) -> None:
         def on_stop(signum: int, _frame: Any) -> None:

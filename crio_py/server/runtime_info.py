@@ -1,5 +1,4 @@
-"""RuntimeService handlers: version, status and runtime config; pods and containers delegate
-to the sandbox and container domains."""
+"""RuntimeService handlers about the runtime itself: Version, Status, RuntimeConfig."""
 
 from __future__ import annotations
 
@@ -16,8 +15,8 @@ RUNTIME_NAME = "crio-py"
 RUNTIME_API_VERSION = "v1"
 
 
-class RuntimeService:
-    """Handlers of runtime.v1.RuntimeService (methods named as the RPCs)."""
+class RuntimeInfoHandlers:
+    """Version, Status and the runtime configuration."""
 
     def __init__(self, config: Callable[[], Config], network_status: Callable[[], NetworkStatus]):
         self._config = config

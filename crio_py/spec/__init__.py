@@ -7,6 +7,7 @@ missing bind-mount sources and checking that propagating mounts can propagate, a
 calls (:func:`ensure_host_paths`, then :func:`check_mount_propagation`).
 """
 
+from crio_py.spec.bundle import read_spec, write_spec
 from crio_py.spec.container import ContainerSpecContext, container_spec
 from crio_py.spec.mounts import check_mount_propagation, ensure_host_paths
 from crio_py.spec.sandbox import SandboxSpecContext, sandbox_spec
@@ -19,6 +20,8 @@ __all__ = [
     "check_mount_propagation",
     "container_spec",
     "ensure_host_paths",
+    "read_spec",
     "resolve_user",
     "sandbox_spec",
+    "write_spec",
 ]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.cri import kill_cgroup_processes_and_remove, remove_everything, unique
 from tests.support.daemon import DaemonHandle, cleanup_workdir, new_daemon
 
 
@@ -23,12 +24,23 @@ def workdir() -> Iterator[Path]:
 
 
 @pytest.fixture
-def daemon_handle(workdir: Path) -> Iterator[DaemonHandle]:
+def cgroup_parent() -> Iterator[str]:
+    """A cgroupfs parent of the test's own; whatever is left under it is killed and removed."""
+    parent = "/" + unique("crio-py-e2e")
+    try:
+        yield parent
+    finally:
+        kill_cgroup_processes_and_remove(parent)
+
+
+@pytest.fixture
+def daemon_handle(workdir: Path, cgroup_parent: str) -> Iterator[DaemonHandle]:
     """A configured daemon that the test starts itself (to change its config first)."""
     handle = new_daemon(workdir)
     try:
         yield handle
     finally:
+        remove_everything(handle)
         handle.stop()
 
 

@@ -98,7 +98,7 @@ class DaemonHandle:
     def images(self) -> api_pb2_grpc.ImageServiceStub:
         return api_pb2_grpc.ImageServiceStub(self._channel())
 
-    def signal(self, sig: int) -> None:
+    def send_signal(self, sig: int) -> None:
         assert self.proc is not None
         self.proc.send_signal(sig)
 
@@ -141,6 +141,9 @@ def daemon_config(workdir: Path) -> dict[str, Any]:
         "runtimes": {"runc": {"path": "runc", "root": str(workdir / "run" / "runc"), "type": "oci"}},
         "cni": {"conf_dir": str(workdir / "cni"), "cache_dir": str(workdir / "cni-cache")},
         "metrics": {"enabled": True, "address": "127.0.0.1", "port": free_port()},
+        # Nothing listens there: the daemon builds its pause image locally, as on an offline node.
+        "pause_image": "127.0.0.1:1/pause:3.10",
+        "registries": {"insecure": ["127.0.0.1:1"]},
     }
 
 

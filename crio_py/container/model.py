@@ -1,0 +1,69 @@
+"""A container as the daemon remembers it, and its on-disk record."""
+
+from __future__ import annotations
+
+import base64
+import threading
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from crio_py.cri import api_pb2 as pb
+
+CREATING = "creating"  # written before the first side effect; undone at start-up if found
+CREATED = "created"
+RUNNING = "running"
+EXITED = "exited"
+UNKNOWN = "unknown"
+
+CRI_STATE = {
+    CREATED: pb.CONTAINER_CREATED,
+    RUNNING: pb.CONTAINER_RUNNING,
+    EXITED: pb.CONTAINER_EXITED,
+    UNKNOWN: pb.CONTAINER_UNKNOWN,
+}
+
+
+@dataclass
+class Container:
+    """One container; ``config`` is the CreateContainer request's ContainerConfig."""
+
+    id: str
+    name: str  # reserved name: k8s_<container>_<pod>_<namespace>_<uid>_<attempt>
+    pod_id: str
+    config: pb.ContainerConfig
+    image_id: str
+    image_ref: str  # a repo digest of the image, as kubelet expects in image_ref
+    image_name: str  # what the request asked for
+    created_at_ns: int
+    runtime_handler: str
+    phase: str = CREATING
+    started_at_ns: int = 0
+    finished_at_ns: int = 0
+    exit_code: int = 0
+    reason: str = ""
+    message: str = ""
+    pid: int = 0
+    log_path: str = ""
+    bundle: str = ""
+    rootfs: str = ""
+    cgroups_path: str = ""
+    stop_signal: str = ""
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
+
+    def to_record(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("lock")
+        data["config"] = base64.b64encode(self.config.SerializeToString()).decode()
+        return data
+
+    @classmethod
+    def from_record(cls, data: dict[str, Any]) -> Container:
+        data = dict(data)
+        config = pb.ContainerConfig()
+        config.ParseFromString(base64.b64decode(data.pop("config")))
+        return cls(config=config, **data)
+
+
+def reserved_name(meta: pb.ContainerMetadata, pod_meta: pb.PodSandboxMetadata) -> str:
+    """The unique name of a container, as CRI-O spells it."""
+    return f"k8s_{meta.name}_{pod_meta.name}_{pod_meta.namespace}_{pod_meta.uid}_{meta.attempt}"

@@ -1,0 +1,369 @@
+"""Pod sandboxes: run, stop, remove, status and list, backed by a pause (infra) container.
+
+RunPodSandbox: validate -> reserve the name -> record "creating" -> pause image -> pod files ->
+netns -> CNI ADD -> /etc/hosts with the pod IPs -> pause rootfs -> OCI spec -> monitor + runtime
+create -> runtime start -> record "ready". Every step registers its undo, so a failure at any
+point leaves nothing behind and frees the name at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from crio_py import cgroups, network, spec
+from crio_py.config import Config
+from crio_py.cri import api_pb2 as pb
+from crio_py.errors import FailedPrecondition, Internal, InvalidArgument, NotFound
+from crio_py.image import ImageManager
+from crio_py.monitor import CreateRequest, MonitorClient, MonitorError
+from crio_py.oci import OCIRuntime
+from crio_py.proc import process_alive
+from crio_py.sandbox import pod_files
+from crio_py.sandbox.model import CREATING, NOTREADY, READY, Sandbox, reserved_name
+from crio_py.sandbox.validate import check_pod_config
+from crio_py.spec.security import pod_sysctls
+from crio_py.state import IdIndex, NameRegistry, RecordStore, new_id
+from crio_py.storage import overlay
+from crio_py.undo import UndoStack
+
+log = logging.getLogger(__name__)
+KIND = "pods"
+# How long the pause process gets to exit on SIGKILL before stop gives up waiting.
+PAUSE_EXIT_TIMEOUT = 10.0
+
+
+class SandboxManager:
+    """Owns every pod sandbox: its record, files, netns, network attachment and pause container."""
+
+    def __init__(
+        self,
+        config: Callable[[], Config],
+        store: RecordStore,
+        images: ImageManager,
+        cni: network.CNIManager,
+        monitors: MonitorClient,
+    ):
+        self._config = config
+        self._store = store
+        self._images = images
+        self._cni = cni
+        self._monitors = monitors
+        self._pods: dict[str, Sandbox] = {}
+        self._lock = threading.Lock()
+        self._runtimes: dict[tuple[str, str], OCIRuntime] = {}
+        self.ids = IdIndex("pod sandbox")
+        self.names = NameRegistry("pod sandbox")
+        cfg = config()
+        self._run_root = Path(cfg.run_root)
+        self._root = Path(cfg.root)
+
+    # ---- start-up ----------------------------------------------------------------------
+
+    def restore(self) -> None:
+        """Rebuild memory from the records; undo pods whose creation a crash interrupted."""
+        for pod_id, record in self._store.load_all(KIND).items():
+            try:
+                pod = Sandbox.from_record(record)
+            except (KeyError, TypeError, ValueError) as exc:
+                log.error("unreadable pod record skipped", extra={"pod_id": pod_id, "error": str(exc)})
+                continue
+            if pod.phase == CREATING:
+                log.warning("undoing a pod whose creation was interrupted", extra={"pod_id": pod_id})
+                self._teardown(pod)
+                self._store.delete(KIND, pod_id)
+                continue
+            self._pods[pod_id] = pod
+            self.ids.add(pod_id)
+        self.names.rebuild((p.name, p.id) for p in self._pods.values())
+        log.info("pods restored", extra={"count": len(self._pods)})
+
+    def attachments(self) -> list[network.PodAttachment]:
+        """Network attachments of pods that should have one (for CNI GC at start-up)."""
+        with self._lock:
+            pods = list(self._pods.values())
+        return [self._attachment(p) for p in pods if p.network_attached]
+
+    # ---- lookups -----------------------------------------------------------------------
+
+    def get(self, pod_id: str) -> Sandbox:
+        """The pod with this id or unique id prefix; NotFound otherwise."""
+        full = self.ids.resolve(pod_id)
+        with self._lock:
+            pod = self._pods.get(full)
+        if pod is None:
+            raise NotFound(f"pod sandbox {pod_id!r} not found")
+        return pod
+
+    def find(self, pod_id: str) -> Sandbox | None:
+        full = self.ids.find(pod_id)
+        with self._lock:
+            return self._pods.get(full) if full else None
+
+    def list(self) -> list[Sandbox]:
+        with self._lock:
+            return list(self._pods.values())
+
+    def state(self, pod: Sandbox) -> int:
+        """SANDBOX_READY while the pause process lives, SANDBOX_NOTREADY from the moment it is gone."""
+        if pod.phase != READY:
+            return pb.SANDBOX_NOTREADY
+        if not process_alive(pod.pid) or self._monitors.ensure_attached(pod.id).exit_status(pod.id) is not None:
+            return pb.SANDBOX_NOTREADY
+        return pb.SANDBOX_READY
+
+    def verbose_info(self, pod: Sandbox) -> dict[str, object]:
+        """PodSandboxStatus verbose info: what an operator needs to find the pod on the host."""
+        return {
+            "pid": pod.pid,
+            "netns": pod.netns_path,
+            "cgroupParent": pod.cgroup_parent,
+            "podDir": pod.pod_dir,
+            "runtimeHandler": pod.runtime_handler,
+            "runtimeSpec": spec.read_spec(Path(pod.bundle)) if pod.bundle else None,
+        }
+
+    def pod_files(self, pod: Sandbox) -> dict[str, str]:
+        """Container path -> host file of what every container of the pod bind-mounts."""
+        files = {f"/etc/{name}": str(Path(pod.pod_dir) / name) for name in ("hostname", "hosts", "resolv.conf")}
+        files["/dev/shm"] = pod.shm_path or "/dev/shm"  # the host's when the pod shares the host IPC
+        return files
+
+    def namespace_paths(self, pod: Sandbox) -> dict[str, str]:
+        """Paths of the namespaces a container of this pod joins (net, ipc, uts, pid when shared)."""
+        if self.state(pod) != pb.SANDBOX_READY:
+            raise FailedPrecondition(f"pod sandbox {pod.id} is not ready")
+        ns = pod.namespace_options
+        paths = {}
+        if not pod.host_network:
+            paths["net"] = pod.netns_path
+            paths["uts"] = f"/proc/{pod.pid}/ns/uts"
+        if ns.ipc != pb.NODE:
+            paths["ipc"] = f"/proc/{pod.pid}/ns/ipc"
+        if ns.pid == pb.POD:
+            paths["pid"] = f"/proc/{pod.pid}/ns/pid"
+        return paths
+
+    # ---- run ---------------------------------------------------------------------------
+
+    def run(self, config: pb.PodSandboxConfig, runtime_handler: str) -> Sandbox:
+        """Create and start a pod sandbox; on any failure undo everything and raise."""
+        check_pod_config(config)
+        cfg = self._config()
+        if (runtime_handler or cfg.default_runtime) not in cfg.runtimes:
+            raise InvalidArgument(
+                f"unknown runtime handler {runtime_handler!r}; known: {', '.join(sorted(cfg.runtimes))}"
+            )
+        ns = config.linux.security_context.namespace_options
+        pod_sysctls(dict(config.linux.sysctls), cfg.default_sysctls, ns.network == pb.NODE, ns.ipc == pb.NODE)
+        pod = Sandbox(
+            id=new_id(),
+            name=reserved_name(config.metadata),
+            config=config,
+            runtime_handler=runtime_handler or cfg.default_runtime,
+            created_at_ns=time.time_ns(),
+        )
+        ctx = {"pod_id": pod.id, "pod": f"{config.metadata.namespace}/{config.metadata.name}"}
+        self.names.reserve(pod.name, pod.id)
+        with UndoStack("RunPodSandbox", **ctx) as undo:
+            undo.push("release name", lambda: self.names.release(pod.name, pod.id))
+            self._store.write(KIND, pod.id, pod.to_record())
+            undo.push("delete record", lambda: self._store.delete(KIND, pod.id))
+            self._create(pod, cfg, undo)
+            pod.phase = READY
+            self._store.write(KIND, pod.id, pod.to_record())
+            undo.commit()
+        with self._lock:
+            self._pods[pod.id] = pod
+        self.ids.add(pod.id)
+        log.info("pod sandbox ready", extra={**ctx, "pid": pod.pid, "ips": pod.ips})
+        return pod
+
+    def _create(self, pod: Sandbox, cfg: Config, undo: UndoStack) -> None:
+        step = "pause image"
+        try:
+            image = self._images.ensure_pause_image()
+            ns = pod.namespace_options
+
+            step = "pod files"
+            pod.pod_dir = str(self._run_root / "pods" / pod.id)
+            undo.push("pod files", lambda: shutil.rmtree(pod.pod_dir, ignore_errors=True))
+            hostname = pod.config.hostname or (os.uname().nodename if pod.host_network else pod.id[:12])
+            pod_files.write_pod_files(Path(pod.pod_dir), hostname, pod.config.dns_config, [])
+            if ns.ipc != pb.NODE:
+                pod.shm_path = str(Path(pod.pod_dir) / "shm")
+                pod_files.mount_shm(Path(pod.shm_path), cfg.shm_size)
+                undo.push("shm", lambda: pod_files.unmount(Path(pod.shm_path)))
+
+            if not pod.host_network:
+                step = "network namespace"
+                pod.netns_path = str(network.create_netns(self._run_root / "netns", pod.id))
+                undo.push("netns", lambda: network.remove_netns(Path(pod.netns_path)))
+                if self._cni.status().ready:
+                    step = "CNI ADD"
+                    undo.push("CNI DEL", lambda: self._cni.teardown(self._attachment(pod)))
+                    result = self._cni.setup(self._attachment(pod))
+                    pod.network_attached = True
+                    pod.ips = list(result.ips)
+                else:
+                    network.set_loopback_up(Path(pod.netns_path))
+                pod_files.write_hosts(Path(pod.pod_dir), hostname, pod.ips)
+
+            step = "cgroup"
+            pod.cgroup_parent = cgroups.pod_cgroup_parent(cfg.cgroup_manager, pod.config.linux.cgroup_parent)
+
+            step = "pause rootfs"
+            bundle = self._root / "containers" / pod.id
+            pod.bundle = str(bundle)
+            pod.rootfs = str(bundle / "rootfs")
+            bundle.mkdir(parents=True, exist_ok=True, mode=0o700)
+            undo.push("bundle", lambda: shutil.rmtree(bundle, ignore_errors=True))
+            overlay.mount_overlay(
+                self._images.lowerdirs(image.id), bundle / "upper", bundle / "work", bundle / "rootfs", readonly=True
+            )
+            undo.push("pause rootfs", lambda: overlay.unmount(bundle / "rootfs"))
+
+            step = "pause spec"
+            oci_spec = spec.sandbox_spec(
+                spec.SandboxSpecContext(
+                    sandbox_id=pod.id,
+                    config=pod.config,
+                    rootfs=Path(pod.rootfs),
+                    cgroup_parent=pod.cgroup_parent,
+                    settings=cfg,
+                    netns_path=pod.netns_path,
+                    image_config=self._images.image_config(image.id),
+                    pod_files={"/dev/shm": pod.shm_path} if pod.shm_path else {},
+                )
+            )
+            spec.write_spec(bundle, oci_spec)
+
+            step = "pause create"
+            runtime = self.runtime(pod.runtime_handler)
+            monitor = self._monitors.ensure_pod_monitor(pod.id)
+            undo.push("monitor", monitor.shutdown)
+            undo.push("runtime delete", lambda: runtime.delete(pod.id, force=True))
+            undo.push("cgroup", lambda: cgroups.remove_cgroup(self._pause_cgroup(pod)))
+            pod.pid = monitor.create_container(
+                CreateRequest(
+                    container_id=pod.id,
+                    bundle=str(bundle),
+                    runtime_argv=runtime.base_argv(),
+                    log_path=str(bundle / "pause.log"),
+                    tty=False,
+                    stdin=False,
+                    stdin_once=False,
+                    log_size_max=1024 * 1024,
+                )
+            )
+            step = "pause start"
+            runtime.start(pod.id)
+        except MonitorError as exc:
+            raise Internal(f"RunPodSandbox {pod.id}: {step}: {exc}") from exc
+        except OSError as exc:
+            raise Internal(f"RunPodSandbox {pod.id}: {step}: {exc}") from exc
+
+    def runtime(self, handler_name: str) -> OCIRuntime:
+        """The OCI runtime of a handler (kept, so its probed features are asked once)."""
+        cfg = self._config()
+        key = (handler_name, cfg.cgroup_manager)
+        with self._lock:
+            runtime = self._runtimes.get(key)
+            if runtime is None:
+                runtime = OCIRuntime(cfg.runtime_handler(handler_name), cfg.cgroup_manager)
+                self._runtimes[key] = runtime
+        return runtime
+
+    def _pause_cgroup(self, pod: Sandbox) -> str:
+        return cgroups.container_cgroups_path(
+            self._config().cgroup_manager, pod.cgroup_parent, cgroups.CONTAINER_PREFIX, pod.id
+        )
+
+    def _attachment(self, pod: Sandbox) -> network.PodAttachment:
+        meta = pod.config.metadata
+        return network.PodAttachment(
+            pod_id=pod.id,
+            name=meta.name,
+            namespace=meta.namespace,
+            uid=meta.uid,
+            netns_path=pod.netns_path,
+            port_mappings=tuple(
+                network.PortMapping(
+                    protocol=pb.Protocol.Name(pm.protocol).lower(),
+                    container_port=pm.container_port,
+                    host_port=pm.host_port,
+                    host_ip=pm.host_ip,
+                )
+                for pm in pod.config.port_mappings
+                if pm.host_port
+            ),
+        )
+
+    # ---- stop / remove -----------------------------------------------------------------
+
+    def stop(self, pod: Sandbox) -> None:
+        """Stop the pause container and detach the network; keep the record. Idempotent."""
+        with pod.lock:
+            runtime = self.runtime(pod.runtime_handler)
+            if process_alive(pod.pid):
+                runtime.kill(pod.id, 9)
+                _wait_gone(pod.pid, PAUSE_EXIT_TIMEOUT)
+            if pod.network_attached:
+                self._cni.teardown(self._attachment(pod))
+                pod.network_attached = False
+            if pod.phase != NOTREADY:
+                pod.phase = NOTREADY
+                self._store.write(KIND, pod.id, pod.to_record())
+        log.info("pod sandbox stopped", extra={"pod_id": pod.id})
+
+    def remove(self, pod: Sandbox) -> None:
+        """Stop if needed, then delete everything the pod had: mounts, netns, files, cgroup, record."""
+        self.stop(pod)
+        with pod.lock:
+            self._teardown(pod)
+            self._store.delete(KIND, pod.id)
+            with self._lock:
+                self._pods.pop(pod.id, None)
+            self.ids.remove(pod.id)
+            self.names.release(pod.name, pod.id)
+        log.info("pod sandbox removed", extra={"pod_id": pod.id})
+
+    def _teardown(self, pod: Sandbox) -> None:
+        """Best-effort removal of every resource a pod may hold, whatever phase it reached."""
+        steps: list[tuple[str, Callable[[], object]]] = [
+            ("runtime delete", lambda: self.runtime(pod.runtime_handler).delete(pod.id, force=True)),
+            ("monitor", lambda: self._monitors.ensure_attached(pod.id).shutdown()),
+        ]
+        if pod.network_attached:
+            steps.append(("CNI DEL", lambda: self._cni.teardown(self._attachment(pod))))
+        if pod.rootfs:
+            steps.append(("pause rootfs", lambda: overlay.unmount(Path(pod.rootfs))))
+        if pod.bundle:
+            steps.append(("bundle", lambda: shutil.rmtree(pod.bundle, ignore_errors=True)))
+        if pod.shm_path:
+            steps.append(("shm", lambda: pod_files.unmount(Path(pod.shm_path))))
+        if pod.pod_dir:
+            steps.append(("pod files", lambda: shutil.rmtree(pod.pod_dir, ignore_errors=True)))
+        if pod.netns_path:
+            steps.append(("netns", lambda: network.remove_netns(Path(pod.netns_path))))
+        if pod.cgroup_parent:
+            steps.append(("cgroup", lambda: cgroups.remove_cgroup(self._pause_cgroup(pod))))
+        for step, action in steps:
+            try:
+                action()
+            except Exception as exc:
+                log.error("pod teardown step failed", extra={"pod_id": pod.id, "step": step, "error": str(exc)})
+
+
+def _wait_gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not process_alive(pid):
+            return True
+        time.sleep(0.01)
+    return False

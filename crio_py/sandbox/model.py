@@ -1,0 +1,64 @@
+"""A pod sandbox as the daemon remembers it, and its on-disk record."""
+
+from __future__ import annotations
+
+import base64
+import threading
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from crio_py.cri import api_pb2 as pb
+
+# Lifecycle of a record. "creating" is written before the first side effect, so that a crash
+# half-way through RunPodSandbox is found and undone at the next start.
+CREATING = "creating"
+READY = "ready"
+NOTREADY = "notready"
+
+
+@dataclass
+class Sandbox:
+    """One pod sandbox; ``config`` is the RunPodSandbox request's PodSandboxConfig."""
+
+    id: str
+    name: str  # the reserved name: k8s_<name>_<namespace>_<uid>_<attempt>
+    config: pb.PodSandboxConfig
+    runtime_handler: str
+    created_at_ns: int
+    phase: str = CREATING
+    netns_path: str = ""
+    ips: list[str] = field(default_factory=list)
+    cgroup_parent: str = ""
+    pid: int = 0
+    shm_path: str = ""
+    pod_dir: str = ""
+    rootfs: str = ""
+    bundle: str = ""
+    network_attached: bool = False
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
+
+    @property
+    def namespace_options(self) -> pb.NamespaceOption:
+        return self.config.linux.security_context.namespace_options
+
+    @property
+    def host_network(self) -> bool:
+        return self.namespace_options.network == pb.NODE
+
+    def to_record(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("lock")
+        data["config"] = base64.b64encode(self.config.SerializeToString()).decode()
+        return data
+
+    @classmethod
+    def from_record(cls, data: dict[str, Any]) -> Sandbox:
+        data = dict(data)
+        config = pb.PodSandboxConfig()
+        config.ParseFromString(base64.b64decode(data.pop("config")))
+        return cls(config=config, **data)
+
+
+def reserved_name(meta: pb.PodSandboxMetadata) -> str:
+    """The unique name of a pod, as kubelet's reservations (and CRI-O) spell it."""
+    return f"k8s_{meta.name}_{meta.namespace}_{meta.uid}_{meta.attempt}"

@@ -1,0 +1,127 @@
+"""RuntimeService handlers for containers: lifecycle, status, list, exec, resources, logs."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from crio_py.container import Container, ContainerManager
+from crio_py.container.model import CRI_STATE
+from crio_py.cri import api_pb2 as pb
+from crio_py.errors import InvalidArgument
+from crio_py.server.labels import labels_match
+
+
+class ContainerHandlers:
+    containers: ContainerManager
+
+    def CreateContainer(self, request: pb.CreateContainerRequest, context: Any) -> pb.CreateContainerResponse:
+        if not request.pod_sandbox_id:
+            raise InvalidArgument("pod_sandbox_id must not be empty")
+        if not request.HasField("config"):
+            raise InvalidArgument("CreateContainer needs a config")
+        ctr = self.containers.create(request.pod_sandbox_id, request.config)
+        return pb.CreateContainerResponse(container_id=ctr.id)
+
+    def StartContainer(self, request: pb.StartContainerRequest, context: Any) -> pb.StartContainerResponse:
+        self.containers.start(self.containers.get(_required_id(request.container_id)))
+        return pb.StartContainerResponse()
+
+    def StopContainer(self, request: pb.StopContainerRequest, context: Any) -> pb.StopContainerResponse:
+        if request.timeout < 0:
+            raise InvalidArgument(f"timeout {request.timeout} must not be negative")
+        ctr = self.containers.find(_required_id(request.container_id))
+        if ctr is not None:  # stopping an unknown container succeeds (CRI semantics)
+            self.containers.stop(ctr, request.timeout)
+        return pb.StopContainerResponse()
+
+    def RemoveContainer(self, request: pb.RemoveContainerRequest, context: Any) -> pb.RemoveContainerResponse:
+        ctr = self.containers.find(_required_id(request.container_id))
+        if ctr is not None:
+            self.containers.remove(ctr)
+        return pb.RemoveContainerResponse()
+
+    def ContainerStatus(self, request: pb.ContainerStatusRequest, context: Any) -> pb.ContainerStatusResponse:
+        ctr = self.containers.get(_required_id(request.container_id))
+        self.containers.refresh(ctr)
+        info = {"info": json.dumps(self.containers.verbose_info(ctr))} if request.verbose else {}
+        return pb.ContainerStatusResponse(status=_status(ctr), info=info)
+
+    def ListContainers(self, request: pb.ListContainersRequest, context: Any) -> pb.ListContainersResponse:
+        f = request.filter
+        items = []
+        for ctr in self.containers.list():
+            if f.id and not ctr.id.startswith(f.id):
+                continue
+            if f.pod_sandbox_id and not ctr.pod_id.startswith(f.pod_sandbox_id):
+                continue
+            self.containers.refresh(ctr)
+            state = CRI_STATE[ctr.phase]
+            if f.HasField("state") and f.state.state != state:
+                continue
+            if not labels_match(f.label_selector, ctr.config.labels):
+                continue
+            items.append(
+                pb.Container(
+                    id=ctr.id,
+                    pod_sandbox_id=ctr.pod_id,
+                    metadata=ctr.config.metadata,
+                    image=pb.ImageSpec(image=ctr.image_name),
+                    image_ref=ctr.image_ref,
+                    image_id=ctr.image_id,
+                    state=state,
+                    created_at=ctr.created_at_ns,
+                    labels=ctr.config.labels,
+                    annotations=ctr.config.annotations,
+                )
+            )
+        return pb.ListContainersResponse(containers=items)
+
+    def ExecSync(self, request: pb.ExecSyncRequest, context: Any) -> pb.ExecSyncResponse:
+        if request.timeout < 0:
+            raise InvalidArgument(f"timeout {request.timeout} must not be negative")
+        ctr = self.containers.get(_required_id(request.container_id))
+        result = self.containers.exec_sync(ctr, list(request.cmd), int(request.timeout))
+        return pb.ExecSyncResponse(stdout=result.stdout, stderr=result.stderr, exit_code=result.exit_code)
+
+    def UpdateContainerResources(
+        self, request: pb.UpdateContainerResourcesRequest, context: Any
+    ) -> pb.UpdateContainerResourcesResponse:
+        ctr = self.containers.get(_required_id(request.container_id))
+        if request.HasField("linux"):
+            self.containers.update_resources(ctr, request.linux)
+        return pb.UpdateContainerResourcesResponse()
+
+    def ReopenContainerLog(self, request: pb.ReopenContainerLogRequest, context: Any) -> pb.ReopenContainerLogResponse:
+        self.containers.reopen_log(self.containers.get(_required_id(request.container_id)))
+        return pb.ReopenContainerLogResponse()
+
+
+def _status(ctr: Container) -> pb.ContainerStatus:
+    return pb.ContainerStatus(
+        id=ctr.id,
+        metadata=ctr.config.metadata,
+        state=CRI_STATE[ctr.phase],
+        created_at=ctr.created_at_ns,
+        started_at=ctr.started_at_ns,
+        finished_at=ctr.finished_at_ns,
+        exit_code=ctr.exit_code,
+        image=pb.ImageSpec(image=ctr.image_name),
+        image_ref=ctr.image_ref,
+        image_id=ctr.image_id,
+        reason=ctr.reason,
+        message=ctr.message,
+        labels=ctr.config.labels,
+        annotations=ctr.config.annotations,
+        mounts=ctr.config.mounts,
+        log_path=ctr.log_path,
+        resources=pb.ContainerResources(linux=ctr.config.linux.resources)
+        if ctr.config.linux.HasField("resources")
+        else None,
+    )
+
+
+def _required_id(value: str) -> str:
+    if not value:
+        raise InvalidArgument("container_id must not be empty")
+    return value

@@ -1,0 +1,89 @@
+"""RuntimeService handlers for pod sandboxes: Run, Stop, Remove, Status, List."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from crio_py.container import ContainerManager
+from crio_py.cri import api_pb2 as pb
+from crio_py.errors import InvalidArgument
+from crio_py.sandbox import Sandbox, SandboxManager
+from crio_py.server.labels import labels_match
+
+
+class PodSandboxHandlers:
+    sandboxes: SandboxManager
+    containers: ContainerManager
+
+    def RunPodSandbox(self, request: pb.RunPodSandboxRequest, context: Any) -> pb.RunPodSandboxResponse:
+        if not request.HasField("config"):
+            raise InvalidArgument("RunPodSandbox needs a config")
+        pod = self.sandboxes.run(request.config, request.runtime_handler)
+        return pb.RunPodSandboxResponse(pod_sandbox_id=pod.id)
+
+    def StopPodSandbox(self, request: pb.StopPodSandboxRequest, context: Any) -> pb.StopPodSandboxResponse:
+        pod = self.sandboxes.find(_required_id(request.pod_sandbox_id))
+        if pod is not None:  # stopping an unknown pod succeeds (CRI semantics)
+            self.containers.stop_pod(pod)
+        return pb.StopPodSandboxResponse()
+
+    def RemovePodSandbox(self, request: pb.RemovePodSandboxRequest, context: Any) -> pb.RemovePodSandboxResponse:
+        pod = self.sandboxes.find(_required_id(request.pod_sandbox_id))
+        if pod is not None:
+            self.containers.remove_pod(pod)
+        return pb.RemovePodSandboxResponse()
+
+    def PodSandboxStatus(self, request: pb.PodSandboxStatusRequest, context: Any) -> pb.PodSandboxStatusResponse:
+        pod = self.sandboxes.get(_required_id(request.pod_sandbox_id))
+        info = {}
+        if request.verbose:
+            info["info"] = json.dumps(self.sandboxes.verbose_info(pod))
+        return pb.PodSandboxStatusResponse(status=self._pod_status(pod), info=info, timestamp=time.time_ns())
+
+    def ListPodSandbox(self, request: pb.ListPodSandboxRequest, context: Any) -> pb.ListPodSandboxResponse:
+        f = request.filter
+        items = []
+        for pod in self.sandboxes.list():
+            if f.id and not pod.id.startswith(f.id):
+                continue
+            state = self.sandboxes.state(pod)
+            if f.HasField("state") and f.state.state != state:
+                continue
+            if not labels_match(f.label_selector, pod.config.labels):
+                continue
+            items.append(
+                pb.PodSandbox(
+                    id=pod.id,
+                    metadata=pod.config.metadata,
+                    state=state,
+                    created_at=pod.created_at_ns,
+                    labels=pod.config.labels,
+                    annotations=pod.config.annotations,
+                    runtime_handler=pod.runtime_handler,
+                )
+            )
+        return pb.ListPodSandboxResponse(items=items)
+
+    def _pod_status(self, pod: Sandbox) -> pb.PodSandboxStatus:
+        ips = pod.ips
+        return pb.PodSandboxStatus(
+            id=pod.id,
+            metadata=pod.config.metadata,
+            state=self.sandboxes.state(pod),
+            created_at=pod.created_at_ns,
+            network=pb.PodSandboxNetworkStatus(
+                ip=ips[0] if ips else "", additional_ips=[pb.PodIP(ip=ip) for ip in ips[1:]]
+            ),
+            linux=pb.LinuxPodSandboxStatus(namespaces=pb.Namespace(options=pod.namespace_options)),
+            labels=pod.config.labels,
+            annotations=pod.config.annotations,
+            runtime_handler=pod.runtime_handler,
+        )
+
+
+def _required_id(value: str) -> str:
+    if not value:
+        raise InvalidArgument("pod_sandbox_id must not be empty")
+    return value

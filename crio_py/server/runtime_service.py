@@ -1,0 +1,28 @@
+"""runtime.v1.RuntimeService: the handler groups put together (one module per area)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from crio_py.config import Config
+from crio_py.container import ContainerManager
+from crio_py.network import NetworkStatus
+from crio_py.sandbox import SandboxManager
+from crio_py.server.container import ContainerHandlers
+from crio_py.server.pod_sandbox import PodSandboxHandlers
+from crio_py.server.runtime_info import RuntimeInfoHandlers
+
+
+class RuntimeService(RuntimeInfoHandlers, PodSandboxHandlers, ContainerHandlers):
+    """Handlers of every RuntimeService RPC crio-py implements; the rest answer UNIMPLEMENTED."""
+
+    def __init__(
+        self,
+        config: Callable[[], Config],
+        network_status: Callable[[], NetworkStatus],
+        sandboxes: SandboxManager,
+        containers: ContainerManager,
+    ):
+        RuntimeInfoHandlers.__init__(self, config, network_status)
+        self.sandboxes = sandboxes
+        self.containers = containers

@@ -1,0 +1,139 @@
+"""The daemon on its socket: version, status, config, signals, metrics, a second daemon."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from crio_py.cri import api_pb2 as pb
+from tests.support.daemon import DaemonHandle
+
+pytestmark = pytest.mark.e2e
+
+
+def test_version_and_status_over_the_socket(daemon: DaemonHandle) -> None:
+    version = daemon.runtime.Version(pb.VersionRequest())
+    assert (version.runtime_name, version.runtime_api_version) == ("crio-py", "v1")
+    status = daemon.runtime.Status(pb.StatusRequest())
+    conditions = {c.type: c for c in status.status.conditions}
+    assert conditions["RuntimeReady"].status is True
+    # The test's CNI conf dir is empty: the network is not ready, and says why.
+    assert conditions["NetworkReady"].status is False
+    assert conditions["NetworkReady"].reason == "NetworkPluginNotReady"
+    assert "cni" in conditions["NetworkReady"].message.lower()
+    assert status.info == {}
+    assert daemon.socket.stat().st_mode & 0o777 == 0o660
+
+
+def test_status_verbose_returns_the_effective_config(daemon: DaemonHandle) -> None:
+    info = daemon.runtime.Status(pb.StatusRequest(verbose=True)).info
+    cfg = json.loads(info["config"])
+    assert cfg["root"] == daemon.config["root"]
+    assert cfg["listen"] == str(daemon.socket)
+
+
+def test_runtime_config_reports_the_cgroup_driver(daemon: DaemonHandle) -> None:
+    resp = daemon.runtime.RuntimeConfig(pb.RuntimeConfigRequest())
+    assert resp.linux.cgroup_driver == pb.CGROUPFS
+
+
+def test_health_service_serves(daemon: DaemonHandle) -> None:
+    with grpc.insecure_channel(f"unix://{daemon.socket}") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        resp = stub.Check(health_pb2.HealthCheckRequest(service="runtime.v1.RuntimeService"))
+    assert resp.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_unfinished_rpcs_answer_unimplemented_naming_the_rpc(daemon: DaemonHandle) -> None:
+    with pytest.raises(grpc.RpcError) as err:
+        daemon.runtime.PortForward(pb.PortForwardRequest(pod_sandbox_id="x"))
+    assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert "PortForward" in err.value.details()
+
+
+def test_many_concurrent_rpcs(daemon: DaemonHandle) -> None:
+    def call(_i: int) -> str:
+        return daemon.runtime.Version(pb.VersionRequest(), timeout=10).runtime_name
+
+    with ThreadPoolExecutor(96) as pool:
+        assert set(pool.map(call, range(400))) == {"crio-py"}
+
+
+def test_crio_py_status_command(daemon: DaemonHandle) -> None:
+    out = subprocess.run(daemon.command("status"), capture_output=True, text=True, check=True).stdout
+    assert "runtime: crio-py" in out
+    assert "RuntimeReady: true" in out
+    assert "NetworkReady: false (NetworkPluginNotReady" in out
+
+
+def test_a_second_daemon_refuses_to_start(daemon: DaemonHandle) -> None:
+    second = subprocess.run(daemon.command("daemon"), capture_output=True, text=True, timeout=30)
+    assert second.returncode == 1
+    assert "another crio-py" in second.stderr
+    assert str(daemon.proc.pid) in second.stderr if daemon.proc else False
+    # The first one is untouched.
+    assert daemon.runtime.Version(pb.VersionRequest()).runtime_name == "crio-py"
+
+
+def test_stale_socket_of_a_dead_daemon_is_replaced(daemon: DaemonHandle) -> None:
+    daemon.kill()
+    assert daemon.socket.exists()  # SIGKILL leaves it behind
+    daemon.start()
+    assert daemon.runtime.Version(pb.VersionRequest()).runtime_name == "crio-py"
+
+
+def test_sigterm_stops_cleanly_and_removes_the_socket(daemon: DaemonHandle) -> None:
+    assert daemon.stop(signal.SIGTERM) == 0
+    assert not daemon.socket.exists()
+    assert "crio-py stopped" in daemon.log_text()
+
+
+def test_invalid_config_refuses_to_start_with_exit_2(daemon_handle: DaemonHandle) -> None:
+    daemon_handle.config["log_level"] = "chatty"
+    daemon_handle.write_config()
+    proc = subprocess.run(daemon_handle.command("daemon"), capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2
+    assert f"{daemon_handle.config_file}:log_level: must be one of" in proc.stderr
+
+
+def test_sighup_reloads_the_log_level(daemon_handle: DaemonHandle) -> None:
+    daemon_handle.config["log_level"] = "info"
+    daemon_handle.start()
+    daemon_handle.runtime.Version(pb.VersionRequest())
+    assert "rpc=Version" not in daemon_handle.log_text()  # Version is logged at debug only
+    daemon_handle.config["log_level"] = "debug"
+    daemon_handle.write_config()
+    daemon_handle.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while "config reloaded" not in daemon_handle.log_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "log_level" in daemon_handle.log_text()
+    daemon_handle.runtime.Version(pb.VersionRequest())
+    time.sleep(0.2)
+    assert "rpc=Version" in daemon_handle.log_text()
+
+
+def test_metrics_count_the_calls(daemon: DaemonHandle) -> None:
+    for _ in range(3):
+        daemon.runtime.Version(pb.VersionRequest())
+    with pytest.raises(grpc.RpcError):
+        daemon.runtime.Attach(pb.AttachRequest(container_id="x"))
+    url = f"http://127.0.0.1:{daemon.config['metrics']['port']}/metrics"
+    text = urllib.request.urlopen(url, timeout=5).read().decode()
+    counts = {
+        line.split()[0]: float(line.split()[1])
+        for line in text.splitlines()
+        if line.startswith("crio_py_operations")
+    }
+    assert counts['crio_py_operations_total{operation="Version"}'] >= 3
+    assert counts['crio_py_operations_errors_total{code="UNIMPLEMENTED",operation="Attach"}'] == 1
+    assert counts['crio_py_operations_latency_seconds_count{operation="Version"}'] >= 3
+    assert "process_resident_memory_bytes" in text
