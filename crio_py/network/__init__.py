@@ -1,0 +1,9 @@
+"""Pod networking: CNI plugin invocation per the CNI spec, and pinned network namespaces.
+
+A mechanism layer: it takes plain dataclasses and knows nothing of gRPC or of pods beyond them.
+"""
+
+from crio_py.network.manager import CNIManager
+from crio_py.network.model import AttachmentResult, NetworkStatus, PodAttachment, PortMapping
+
+__all__ = ["AttachmentResult", "CNIManager", "NetworkStatus", "PodAttachment", "PortMapping"]
