@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -98,4 +99,7 @@ def _run_daemon(cfg: config_mod.Config, sources: Any) -> int:
         return Daemon(cfg, sources).serve()
     except AlreadyRunning as exc:
         print(f"crio-py: {exc}", file=sys.stderr)
+        return 1
+    except Exception:
+        logging.getLogger("crio_py").exception("crio-py failed to start")
         return 1
