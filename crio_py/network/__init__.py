@@ -5,5 +5,15 @@ A mechanism layer: it takes plain dataclasses and knows nothing of gRPC or of po
 
 from crio_py.network.manager import CNIManager
 from crio_py.network.model import AttachmentResult, NetworkStatus, PodAttachment, PortMapping
+from crio_py.network.netns import create_netns, remove_netns, set_loopback_up
 
-__all__ = ["AttachmentResult", "CNIManager", "NetworkStatus", "PodAttachment", "PortMapping"]
+__all__ = [
+    "AttachmentResult",
+    "CNIManager",
+    "NetworkStatus",
+    "PodAttachment",
+    "PortMapping",
+    "create_netns",
+    "remove_netns",
+    "set_loopback_up",
+]

@@ -1,0 +1,124 @@
+"""The on-disk record of each attachment, in libcni's cache layout and format.
+
+``<cache_dir>/results/<network>-<containerid>-<ifname>`` holds the network config the ADD used, its
+CNI_ARGS and capability args, and the result; DEL after a daemon restart replays exactly those. An
+entry without a result marks an ADD in progress, so GC can undo one a crash interrupted.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+CACHE_KIND = "cniCacheV1"
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """One attachment: enough to run DEL or CHECK exactly as the ADD ran."""
+
+    network: str
+    container_id: str
+    ifname: str
+    config: bytes
+    netns: str = ""
+    cni_args: list[tuple[str, str]] = field(default_factory=list)
+    capability_args: dict[str, Any] = field(default_factory=dict)
+    result: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "kind": CACHE_KIND,
+            "containerId": self.container_id,
+            "config": base64.b64encode(self.config).decode(),
+            "ifName": self.ifname,
+            "networkName": self.network,
+            "netns": self.netns,
+            "cniArgs": [list(p) for p in self.cni_args],
+            "capabilityArgs": self.capability_args,
+        }
+        if self.result is not None:
+            data["result"] = self.result
+        return data
+
+    @classmethod
+    def from_json(cls, data: Any) -> CacheEntry:
+        """Parse an entry; ValueError when it is not one."""
+        if not isinstance(data, dict) or data.get("kind") != CACHE_KIND:
+            raise ValueError(f"not a {CACHE_KIND} entry")
+        try:
+            result = data.get("result")
+            return cls(
+                network=str(data["networkName"]),
+                container_id=str(data["containerId"]),
+                ifname=str(data["ifName"]),
+                config=base64.b64decode(data["config"], validate=True),
+                netns=str(data.get("netns") or ""),
+                cni_args=[(str(k), str(v)) for k, v in data.get("cniArgs") or []],
+                capability_args=dict(data.get("capabilityArgs") or {}),
+                result=result if isinstance(result, dict) else None,
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"malformed cache entry: {exc}") from exc
+
+
+class ResultCache:
+    """The entries under ``<cache_dir>/results``; writes are atomic (temp file + rename)."""
+
+    def __init__(self, cache_dir: Path):
+        self.dir = cache_dir / "results"
+
+    def path(self, network: str, container_id: str, ifname: str) -> Path:
+        return self.dir / f"{network}-{container_id}-{ifname}"
+
+    def write(self, entry: CacheEntry) -> None:
+        """Store ``entry`` (replacing any previous one); OSError when the disk says no."""
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        target = self.path(entry.network, entry.container_id, entry.ifname)
+        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(entry.to_json(), f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def remove(self, entry: CacheEntry) -> None:
+        self.path(entry.network, entry.container_id, entry.ifname).unlink(missing_ok=True)
+
+    def _load(self, path: Path) -> CacheEntry | None:
+        try:
+            return CacheEntry.from_json(json.loads(path.read_bytes()))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            log.warning("unreadable CNI cache entry skipped", extra={"file": str(path), "error": str(exc)})
+            return None
+
+    def all(self) -> list[CacheEntry]:
+        """Every readable entry, in file-name order."""
+        try:
+            names = sorted(p for p in self.dir.iterdir() if not p.name.startswith("."))
+        except FileNotFoundError:
+            return []
+        return [e for e in (self._load(p) for p in names) if e is not None]
+
+    def find(self, container_id: str, ifname: str) -> list[CacheEntry]:
+        """The entries of one attachment, whatever network they were made on."""
+        suffix = f"-{container_id}-{ifname}"
+        try:
+            names = sorted(p for p in self.dir.iterdir() if p.name.endswith(suffix))
+        except FileNotFoundError:
+            return []
+        entries = (self._load(p) for p in names)
+        return [e for e in entries if e is not None and e.container_id == container_id and e.ifname == ifname]
