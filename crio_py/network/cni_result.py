@@ -41,7 +41,9 @@ def _cidr(value: Any, where: str) -> ipaddress.IPv4Interface | ipaddress.IPv6Int
 
 
 def _list_of_dicts(data: dict[str, Any], key: str) -> list[dict[str, Any]]:
-    items = data.get(key) or []
+    items = data.get(key)
+    if items is None:
+        return []
     if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
         raise ResultInvalid(f"{key} must be a list of objects")
     return items
