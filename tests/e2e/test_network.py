@@ -8,6 +8,7 @@ everything, iptables rules included, is removed afterwards even when a test fail
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import ipaddress
 import json
 import os
@@ -146,8 +147,8 @@ class NetEnv:
             out.append({"type": "portmap", "capabilities": {"portMappings": True}, "snat": True})
         return out
 
-    def write_conf(self, plugins: list[dict[str, Any]], name: str = "crpy-e2e") -> None:
-        data = {"cniVersion": "1.0.0", "name": f"{name}-{self.tag}", "plugins": plugins}
+    def write_conf(self, plugins: list[dict[str, Any]]) -> None:
+        data = {"cniVersion": "1.0.0", "name": f"crpy-e2e-{self.tag}", "plugins": plugins}
         tmp = self.conf / ".tmp"
         tmp.write_text(json.dumps(data))
         tmp.rename(self.conf / "10-e2e.conflist")
@@ -192,6 +193,12 @@ class NetEnv:
             # Whatever a failed teardown left: portmap's per-pod rules name the pod id in a comment.
             if rule.startswith("-A ") and any(a.pod_id in rule for a in self.attachments):
                 subprocess.run(["iptables", "-t", "nat", *_delete_args(rule)], check=False, capture_output=True)
+        network = f"crpy-e2e-{self.tag}"
+        for att in self.attachments:
+            # portmap's per-pod chain, named as its utils.FormatChainName does.
+            chain = ("CNI-DN-" + hashlib.sha512((network + att.pod_id).encode()).hexdigest())[:28]
+            subprocess.run(["iptables", "-t", "nat", "-F", chain], check=False, capture_output=True)
+            subprocess.run(["iptables", "-t", "nat", "-X", chain], check=False, capture_output=True)
         for netns in self.netns:
             remove_netns(netns)
         subprocess.run(["ip", "link", "del", self.bridge], check=False, capture_output=True)
