@@ -398,7 +398,11 @@ class Monitor:
 
 def serve(pod_dir: str, pod_id: str, listen_fd: int) -> int:
     """Run the monitor of ``pod_id`` in ``pod_dir`` (listening on ``listen_fd`` if >= 0)."""
-    listener = _socket.socket(fileno=listen_fd) if listen_fd >= 0 else None
+    listener = None
+    if listen_fd >= 0:
+        # Inherited from the daemon: it must not leak on into the runtime and the containers.
+        posix.set_inheritable(listen_fd, False)
+        listener = _socket.socket(fileno=listen_fd)
     try:
         monitor = Monitor(pod_dir, pod_id, listener)
         monitor.write_pid_file()

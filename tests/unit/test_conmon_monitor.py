@@ -1,0 +1,223 @@
+"""The pod monitor process and crio_py.monitor's client, with a fake runtime (no runc, no root).
+
+The fake runtime is a shell script: it starts the bundle's ``run.sh`` in the background with its
+own stdio (which the monitor gave it; stdin through fd 3, as a background job's own stdin is
+/dev/null), writes that pid to --pid-file and exits, as ``runc create`` leaves the container
+behind. A bundle with a ``fail`` file makes it print that and exit 1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from crio_py.monitor import CreateRequest, ExitStatus, MonitorClient, MonitorError, PodMonitor
+from crio_py.monitor.client import _runtime_message
+from crio_py.proc import process_alive
+
+FAKE_RUNTIME = """#!/bin/sh
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --pid-file) pidfile=$2; shift ;;
+        --bundle) bundle=$2; shift ;;
+    esac
+    shift
+done
+if [ -f "$bundle/fail" ]; then cat "$bundle/fail" >&2; exit 1; fi
+exec 3<&0
+sh "$bundle/run.sh" <&3 3<&- &
+echo $! > "$pidfile"
+"""
+
+
+class Pod:
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp = tmp_path
+        self.runtime = tmp_path / "fake-runtime"
+        self.runtime.write_text(FAKE_RUNTIME)
+        self.runtime.chmod(0o755)
+        self.client = MonitorClient(tmp_path / "monitors", timeout=5.0)
+        self.monitor = self.client.ensure_pod_monitor("pod")
+        self.pids: list[int] = []
+
+    def request(self, cid: str, script: str = "", fail: str | None = None, **kwargs: Any) -> CreateRequest:
+        bundle = self.tmp / "bundles" / cid
+        bundle.mkdir(parents=True)
+        (bundle / "run.sh").write_text(script)
+        if fail is not None:
+            (bundle / "fail").write_text(fail)
+        return CreateRequest(cid, bundle, str(self.runtime), self.tmp / "root", self.tmp / f"{cid}.log", **kwargs)
+
+    def create(self, cid: str, script: str, **kwargs: Any) -> int:
+        pid = self.monitor.create_container(self.request(cid, script, **kwargs))
+        self.pids.append(pid)
+        return pid
+
+    def wait_exit(self, cid: str) -> ExitStatus:
+        deadline = time.monotonic() + 10
+        while (status := self.monitor.exit_status(cid)) is None:
+            assert time.monotonic() < deadline, f"no exit recorded for {cid}"
+            time.sleep(0.01)
+        return status
+
+    def log_lines(self, cid: str) -> list[str]:
+        return [line.split(" ", 1)[1] for line in (self.tmp / f"{cid}.log").read_text().splitlines()]
+
+    def cleanup(self) -> None:
+        for pid in [*self.pids, self.monitor.pid() or 0]:
+            if process_alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def pod(tmp_path: Path) -> Iterator[Pod]:
+    p = Pod(tmp_path)
+    try:
+        yield p
+    finally:
+        p.cleanup()
+
+
+def test_start_and_reattach(pod: Pod) -> None:
+    pid = pod.monitor.pid()
+    assert pid and pod.monitor.ping() == pid and pod.monitor.alive()
+    # A restarted daemon finds the same monitor through the directory.
+    again = MonitorClient(pod.tmp / "monitors").ensure_pod_monitor("pod")
+    assert again.pid() == pid
+    assert os.getppid() != pid and Path(f"/proc/{pid}/stat").read_text().split()[3] != str(os.getpid())
+
+
+def test_logs_and_exit_code(pod: Pod) -> None:
+    pod.create("c", "echo out; echo err >&2; exit 4")
+    status = pod.wait_exit("c")
+    assert (status.exit_code, status.signal, status.oom_killed) == (4, None, False)
+    assert sorted(pod.log_lines("c")) == ["stderr F err", "stdout F out"]
+    assert pod.monitor.status()["c"]["exit"]["exit_code"] == 4
+
+
+def test_runtime_failure_carries_its_stderr(pod: Pod) -> None:
+    message = 'time="2026-01-01T00:00:00Z" level=error msg="container_linux.go: \\"bad\\" config"\n'
+    with pytest.raises(MonitorError, match=r'runtime create failed: exit status 1: container_linux.go: "bad" config'):
+        pod.monitor.create_container(pod.request("f", fail=message))
+    assert "f" not in pod.monitor.status()
+    assert not (pod.monitor.directory / "f" / "attach.sock").exists()
+
+
+def test_missing_runtime_and_bad_requests(pod: Pod) -> None:
+    request = pod.request("m", "true")
+    with pytest.raises(MonitorError, match="No such file"):
+        pod.monitor.create_container(
+            CreateRequest("m", request.bundle, "/nonexistent/runc", Path("/r"), request.log_path)
+        )
+    with pytest.raises(MonitorError, match="unknown op"):
+        pod.monitor.call({"op": "dance"})
+    with pytest.raises(MonitorError, match="bad container id"):
+        pod.monitor.create_container(CreateRequest("../x", request.bundle, "/bin/true", Path("/r"), request.log_path))
+    with pytest.raises(MonitorError, match="cannot open log file"):
+        pod.monitor.create_container(
+            CreateRequest("l", request.bundle, str(pod.runtime), Path("/r"), pod.tmp / "nodir" / "l.log")
+        )
+    assert pod.monitor.alive()
+
+
+def test_duplicate_container_id_is_refused(pod: Pod) -> None:
+    pod.create("d", "sleep 5")
+    again = dataclasses.replace(pod.request("d2", "true"), container_id="d")
+    with pytest.raises(MonitorError, match="already exists"):
+        pod.monitor.create_container(again)
+
+
+def test_attach_stdin_once(pod: Pod) -> None:
+    pod.create("cat", "exec cat", stdin=True, stdin_once=True)
+    with pod.monitor.connect_attach("cat") as conn:
+        conn.send(b"ping\n")
+        assert conn.recv(1024) == b"\x02ping\n"
+        conn.shutdown(socket.SHUT_WR)
+        assert pod.wait_exit("cat").exit_code == 0
+        assert conn.recv(1024) == b""
+    assert pod.log_lines("cat") == ["stdout F ping"]
+
+
+def test_reopen_and_resize(pod: Pod) -> None:
+    pod.create("r", "echo one; sleep 0.3; echo two")
+    time.sleep(0.15)
+    (pod.tmp / "r.log").rename(pod.tmp / "r.log.1")
+    pod.monitor.reopen_log("r")
+    pod.wait_exit("r")
+    assert pod.log_lines("r") == ["stdout F two"]
+    with pytest.raises(MonitorError, match="no terminal"):
+        pod.monitor.resize("r", 80, 24)
+    with pytest.raises(MonitorError, match="no container"):
+        pod.monitor.reopen_log("nope")
+
+
+def test_a_stuck_monitor_times_out(pod: Pod) -> None:
+    pid = pod.monitor.pid()
+    assert pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        with pytest.raises(MonitorError, match=r"did not answer ping within 0\.2s"):
+            pod.monitor.ping(timeout=0.2)
+        assert time.monotonic() - started < 1
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert pod.monitor.alive()
+
+
+def test_killed_monitor(pod: Pod) -> None:
+    pid = pod.create("k", "sleep 5")
+    monitor_pid = pod.monitor.pid()
+    assert monitor_pid
+    os.kill(monitor_pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while process_alive(monitor_pid):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert not pod.monitor.alive()
+    assert pod.monitor.exit_status("k") is None
+    assert process_alive(pid)
+    with pytest.raises(MonitorError, match="not running"):
+        pod.monitor.status()
+
+
+def test_shutdown(pod: Pod) -> None:
+    pod.create("s", "sleep 0.3")
+    monitor_pid = pod.monitor.pid()
+    assert monitor_pid
+    assert pod.monitor.shutdown() == 1
+    with pytest.raises(MonitorError, match="shutting down"):
+        pod.create("late", "true")
+    pod.wait_exit("s")
+    deadline = time.monotonic() + 5
+    while process_alive(monitor_pid):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert not (pod.monitor.directory / "monitor.pid").exists()
+    with contextlib.suppress(MonitorError):
+        pod.monitor.shutdown(force=True)
+
+
+def test_force_shutdown_leaves_containers(pod: Pod) -> None:
+    pid = pod.create("f", "sleep 5")
+    assert pod.monitor.shutdown(force=True) == 1
+    monitor = PodMonitor("pod", pod.monitor.directory, 1.0)
+    deadline = time.monotonic() + 5
+    while monitor.alive():
+        assert time.monotonic() < deadline
+    assert process_alive(pid)
+
+
+def test_runtime_message_extraction() -> None:
+    assert _runtime_message('time="x" level=error msg="a \\"b\\""\nplain words\n') == 'a "b"; plain words'
+    assert _runtime_message('{"level":"error","msg":"json says"}\n') == "json says"
+    assert _runtime_message("") == ""
