@@ -34,6 +34,7 @@ class CacheEntry:
     result: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
+        """The entry as libcni writes it (config base64-encoded, result only once ADD completed)."""
         data: dict[str, Any] = {
             "kind": CACHE_KIND,
             "containerId": self.container_id,
@@ -76,6 +77,7 @@ class ResultCache:
         self.dir = cache_dir / "results"
 
     def path(self, network: str, container_id: str, ifname: str) -> Path:
+        """Where the entry of one attachment lives."""
         return self.dir / f"{network}-{container_id}-{ifname}"
 
     def write(self, entry: CacheEntry) -> None:
@@ -94,6 +96,7 @@ class ResultCache:
             raise
 
     def remove(self, entry: CacheEntry) -> None:
+        """Forget an attachment; nothing to do when it is already gone."""
         self.path(entry.network, entry.container_id, entry.ifname).unlink(missing_ok=True)
 
     def _load(self, path: Path) -> CacheEntry | None:

@@ -33,6 +33,7 @@ def version_tuple(version: str) -> tuple[int, ...]:
 
 
 def version_at_least(version: str, minimum: str) -> bool:
+    """True when ``version`` is ``minimum`` or newer."""
     return version_tuple(version) >= version_tuple(minimum)
 
 
@@ -54,14 +55,17 @@ class NetworkConfigList:
 
     @property
     def supports_check(self) -> bool:
+        """CHECK exists from 0.4.0 on, unless the list opts out with disableCheck."""
         return version_at_least(self.cni_version, "0.4.0") and not self.disable_check
 
     @property
     def supports_gc(self) -> bool:
+        """GC exists from 1.1.0 on, unless the list opts out with disableGC."""
         return version_at_least(self.cni_version, "1.1.0") and not self.disable_gc
 
     @property
     def supports_status(self) -> bool:
+        """STATUS exists from 1.1.0 on."""
         return version_at_least(self.cni_version, "1.1.0")
 
     def to_bytes(self) -> bytes:

@@ -54,6 +54,7 @@ class PluginError(Exception):
         super().__init__(self.describe())
 
     def describe(self) -> str:
+        """One line for people: plugin, command, message, details, code and the tail of stderr."""
         text = f"plugin {self.plugin!r} {self.command} failed: {self.msg}"
         if self.details:
             text += f" ({self.details})"

@@ -8,6 +8,7 @@ Follows libcni's list semantics: ADD runs the plugins in order, each getting the
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import re
 import threading
@@ -35,8 +36,10 @@ from crio_py.network.cni_exec import (
     Invocation,
     PluginError,
     cni_args,
+    exec_plugin,
     find_plugin,
     parse_json,
+    plugin_env,
     run_plugin,
 )
 from crio_py.network.model import (
@@ -146,7 +149,10 @@ class CNIManager:
             known = self._versions.get(key)
         if known is not None:
             return known
-        out = run_plugin(net, {"type": ptype}, Invocation("VERSION"), self._plugin_dirs, self._cfg.plugin_timeout)
+        # The spec's VERSION input is the version alone, not the plugin's config.
+        stdin = json.dumps({"cniVersion": net.cni_version}).encode()
+        env = plugin_env(Invocation("VERSION"), self._plugin_dirs)
+        out = exec_plugin(path, "VERSION", env, stdin, self._cfg.plugin_timeout)
         data = parse_json(ptype, "VERSION", out)
         versions = data.get("supportedVersions") if isinstance(data, dict) else None
         if not isinstance(versions, list):

@@ -37,6 +37,7 @@ _libc.unshare.argtypes = [ctypes.c_int]
 _libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
 
 T = TypeVar("T")
+_shared_lock = threading.Lock()
 
 
 def _check(ret: int, what: str) -> None:
@@ -70,14 +71,16 @@ def _in_thread(fn: Callable[[], T]) -> T:
 
 def _make_shared(netns_dir: Path) -> None:
     """Make the dir a shared mount so that the pins show in (and leave) later mount namespaces too."""
-    try:
-        _mount(None, str(netns_dir), MS_SHARED | MS_REC)
-    except OSError as exc:
-        if exc.errno != errno.EINVAL:
-            raise
-        # EINVAL: not a mount point yet; bind it onto itself first, as iproute2 does.
-        _mount(str(netns_dir), str(netns_dir), MS_BIND | MS_REC)
-        _mount(None, str(netns_dir), MS_SHARED | MS_REC)
+    # Serialised so that two first calls do not both find no mount point and stack two binds.
+    with _shared_lock:
+        try:
+            _mount(None, str(netns_dir), MS_SHARED | MS_REC)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            # EINVAL: not a mount point yet; bind it onto itself first, as iproute2 does.
+            _mount(str(netns_dir), str(netns_dir), MS_BIND | MS_REC)
+            _mount(None, str(netns_dir), MS_SHARED | MS_REC)
 
 
 def is_netns(path: Path) -> bool:
