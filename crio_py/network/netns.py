@@ -53,20 +53,21 @@ def _mount(source: str | None, target: str, flags: int) -> None:
 
 def _in_thread(fn: Callable[[], T]) -> T:
     """Run ``fn`` in a fresh thread (whose namespace changes die with it) and return its result."""
-    box: dict[str, object] = {}
+    values: list[T] = []
+    errors: list[BaseException] = []
 
     def run() -> None:
         try:
-            box["value"] = fn()
+            values.append(fn())
         except BaseException as exc:
-            box["error"] = exc
+            errors.append(exc)
 
     thread = threading.Thread(target=run, name="netns", daemon=True)
     thread.start()
     thread.join()
-    if "error" in box:
-        raise box["error"]  # type: ignore[misc]
-    return box["value"]  # type: ignore[return-value]
+    if errors:
+        raise errors[0]
+    return values[0]
 
 
 def _make_shared(netns_dir: Path) -> None:
