@@ -124,6 +124,9 @@ class NetEnv:
         self.netns: list[Path] = []
         self.attachments: list[PodAttachment] = []
         self.had_shared_chains = any(r.startswith(f"-N {SHARED_CHAINS[0]}") for r in nat_rules())
+
+    def start(self) -> None:
+        """Create the bridge with the gateway address (cleanup() undoes even a half-done start)."""
         # A fixed MAC: otherwise the bridge takes its lowest port's, and bridge's CHECK sees it change.
         mac = "02:" + ":".join(self.tag[i : i + 2] for i in range(0, 8, 2)) + ":01"
         sh("ip", "link", "add", self.bridge, "address", mac, "type", "bridge")
@@ -238,6 +241,7 @@ def net() -> Iterator[NetEnv]:
     forward = Path("/proc/sys/net/ipv4/ip_forward").read_text()
     env = NetEnv()
     try:
+        env.start()
         yield env
     finally:
         env.cleanup()
