@@ -22,7 +22,7 @@ from crio_py.container.model import CREATED, CREATING, EXITED, RUNNING, UNKNOWN,
 from crio_py.cri import api_pb2 as pb
 from crio_py.errors import DeadlineExceeded, FailedPrecondition, Internal, InvalidArgument, NotFound
 from crio_py.image import ImageManager
-from crio_py.monitor import CreateRequest, MonitorClient, MonitorError
+from crio_py.monitor import MonitorClient, MonitorError
 from crio_py.oci import ExecResult, OCIRuntime
 from crio_py.proc import process_alive
 from crio_py.sandbox import Sandbox, SandboxManager
@@ -211,17 +211,16 @@ class ContainerManager:
             step = "runtime create"
             undo.push("runtime delete", lambda: runtime.delete(ctr.id, force=True))
             undo.push("cgroup", lambda: cgroups.remove_cgroup(ctr.cgroups_path))
-            ctr.pid = self._monitors.ensure_pod_monitor(pod.id).create_container(
-                CreateRequest(
-                    container_id=ctr.id,
-                    bundle=str(bundle),
-                    runtime_argv=runtime.base_argv(),
-                    log_path=ctr.log_path or str(bundle / "container.log"),
-                    tty=ctr.config.tty,
-                    stdin=ctr.config.stdin,
-                    stdin_once=ctr.config.stdin_once,
-                    log_size_max=cfg.log_size_max,
-                )
+            ctr.pid = self._sandboxes.create_in_monitor(
+                pod.id,
+                runtime,
+                ctr.id,
+                bundle,
+                Path(ctr.log_path) if ctr.log_path else bundle / "container.log",
+                tty=ctr.config.tty,
+                stdin=ctr.config.stdin,
+                stdin_once=ctr.config.stdin_once,
+                log_size_max=cfg.log_size_max,
             )
         except MonitorError as exc:
             raise Internal(f"CreateContainer {ctr.id}: {step}: {exc}") from exc
@@ -336,7 +335,7 @@ class ContainerManager:
         """Bring the record up to date with the monitor's exit file (the lazy exit pickup)."""
         if ctr.phase not in (RUNNING, CREATED, UNKNOWN):
             return
-        monitor = self._monitors.ensure_attached(ctr.pod_id)
+        monitor = self._monitors.pod_monitor(ctr.pod_id)
         status = monitor.exit_status(ctr.id)
         if status is None:
             if ctr.phase in (RUNNING, CREATED) and not process_alive(ctr.pid) and ctr.pid:
@@ -390,7 +389,7 @@ class ContainerManager:
         if not self._is_running(ctr):
             raise FailedPrecondition(f"container {ctr.id} is not running: its log cannot be reopened")
         try:
-            self._monitors.ensure_attached(ctr.pod_id).reopen_log(ctr.id)
+            self._monitors.pod_monitor(ctr.pod_id).reopen_log(ctr.id)
         except MonitorError as exc:
             raise Internal(f"ReopenContainerLog {ctr.id}: {exc}") from exc
 

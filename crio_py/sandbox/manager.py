@@ -21,7 +21,7 @@ from crio_py.config import Config
 from crio_py.cri import api_pb2 as pb
 from crio_py.errors import FailedPrecondition, Internal, InvalidArgument, NotFound
 from crio_py.image import ImageManager
-from crio_py.monitor import CreateRequest, MonitorClient, MonitorError
+from crio_py.monitor import CreateRequest, MonitorClient, MonitorError, PodMonitor
 from crio_py.oci import OCIRuntime
 from crio_py.proc import process_alive
 from crio_py.sandbox import pod_files
@@ -113,7 +113,7 @@ class SandboxManager:
         """SANDBOX_READY while the pause process lives, SANDBOX_NOTREADY from the moment it is gone."""
         if pod.phase != READY:
             return pb.SANDBOX_NOTREADY
-        if not process_alive(pod.pid) or self._monitors.ensure_attached(pod.id).exit_status(pod.id) is not None:
+        if not process_alive(pod.pid) or self._monitors.pod_monitor(pod.id).exit_status(pod.id) is not None:
             return pb.SANDBOX_NOTREADY
         return pb.SANDBOX_READY
 
@@ -245,28 +245,45 @@ class SandboxManager:
 
             step = "pause create"
             runtime = self.runtime(pod.runtime_handler)
-            monitor = self._monitors.ensure_pod_monitor(pod.id)
-            undo.push("monitor", monitor.shutdown)
+            undo.push("monitor", lambda: self._stop_monitor(pod.id))
             undo.push("runtime delete", lambda: runtime.delete(pod.id, force=True))
             undo.push("cgroup", lambda: cgroups.remove_cgroup(self._pause_cgroup(pod)))
-            pod.pid = monitor.create_container(
-                CreateRequest(
-                    container_id=pod.id,
-                    bundle=str(bundle),
-                    runtime_argv=runtime.base_argv(),
-                    log_path=str(bundle / "pause.log"),
-                    tty=False,
-                    stdin=False,
-                    stdin_once=False,
-                    log_size_max=1024 * 1024,
-                )
-            )
+            pod.pid = self.create_in_monitor(pod.id, runtime, pod.id, bundle, bundle / "pause.log")
             step = "pause start"
             runtime.start(pod.id)
         except MonitorError as exc:
             raise Internal(f"RunPodSandbox {pod.id}: {step}: {exc}") from exc
         except OSError as exc:
             raise Internal(f"RunPodSandbox {pod.id}: {step}: {exc}") from exc
+
+    def create_in_monitor(
+        self,
+        pod_id: str,
+        runtime: OCIRuntime,
+        container_id: str,
+        bundle: Path,
+        log_path: Path,
+        *,
+        tty: bool = False,
+        stdin: bool = False,
+        stdin_once: bool = False,
+        log_size_max: int = -1,
+    ) -> int:
+        """Have the pod's monitor run the runtime's create for a bundle; the container's pid."""
+        argv = runtime.base_argv()  # binary, --root, <root>, then global options
+        request = CreateRequest(
+            container_id=container_id,
+            bundle=bundle,
+            runtime_path=argv[0],
+            runtime_root=Path(argv[2]),
+            runtime_args=tuple(argv[3:]),
+            log_path=log_path,
+            tty=tty,
+            stdin=stdin,
+            stdin_once=stdin_once,
+            log_size_max=log_size_max,
+        )
+        return self._monitors.ensure_pod_monitor(pod_id).create_container(request)
 
     def runtime(self, handler_name: str) -> OCIRuntime:
         """The OCI runtime of a handler (kept, so its probed features are asked once)."""
@@ -278,6 +295,14 @@ class SandboxManager:
                 runtime = OCIRuntime(cfg.runtime_handler(handler_name), cfg.cgroup_manager)
                 self._runtimes[key] = runtime
         return runtime
+
+    def _stop_monitor(self, pod_id: str) -> None:
+        """Ask the pod's monitor to exit and delete its directory (exit records included)."""
+        monitor = self._monitors.pod_monitor(pod_id)
+        if monitor.alive():
+            monitor.shutdown(force=True)
+            _wait_gone_monitor(monitor, PAUSE_EXIT_TIMEOUT)
+        self._monitors.remove_pod(pod_id)
 
     def _pause_cgroup(self, pod: Sandbox) -> str:
         return cgroups.container_cgroups_path(
@@ -337,7 +362,7 @@ class SandboxManager:
         """Best-effort removal of every resource a pod may hold, whatever phase it reached."""
         steps: list[tuple[str, Callable[[], object]]] = [
             ("runtime delete", lambda: self.runtime(pod.runtime_handler).delete(pod.id, force=True)),
-            ("monitor", lambda: self._monitors.ensure_attached(pod.id).shutdown()),
+            ("monitor", lambda: self._stop_monitor(pod.id)),
         ]
         if pod.network_attached:
             steps.append(("CNI DEL", lambda: self._cni.teardown(self._attachment(pod))))
@@ -358,6 +383,12 @@ class SandboxManager:
                 action()
             except Exception as exc:
                 log.error("pod teardown step failed", extra={"pod_id": pod.id, "step": step, "error": str(exc)})
+
+
+def _wait_gone_monitor(monitor: PodMonitor, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while monitor.alive() and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def _wait_gone(pid: int, timeout: float) -> bool:
