@@ -3,7 +3,7 @@
     sudo /opt/crio-py/venv/bin/python bench/monitor_memory.py [--starts 20]
 
 A pod with 1 and a pod with 5 busybox ``sleep`` containers, first under one crio-py monitor per
-pod, then under C conmon (one per container, as CRI-O runs it). Memory is RSS and PSS from
+pod, then under C conmon (one per container, as CRI-O runs it). Memory is RSS, PSS and USS from
 /proc/PID/smaps_rollup, summed over a pod's monitor processes. PSS splits shared pages among
 the processes mapping them: for the Python monitor libpython's text is shared with every other
 process of the same interpreter (this bench, the daemon, other pods' monitors), so the count
@@ -39,15 +39,15 @@ RUNC = shutil.which("runc") or "/usr/sbin/runc"
 CONMON = shutil.which("conmon") or "/usr/bin/conmon"
 
 
-def memory_kib(pid: int) -> tuple[int, int]:
-    """(RSS, PSS) of ``pid`` in KiB."""
+def memory_kib(pid: int) -> tuple[int, int, int]:
+    """(RSS, PSS, USS) of ``pid`` in KiB; USS (private pages) is what the process alone costs."""
     fields = {}
     with open(f"/proc/{pid}/smaps_rollup") as f:
         for line in f:
             parts = line.split()
             if len(parts) == 3:
                 fields[parts[0].rstrip(":")] = int(parts[1])
-    return fields["Rss"], fields["Pss"]
+    return fields["Rss"], fields["Pss"], fields["Private_Clean"] + fields["Private_Dirty"]
 
 
 def python_processes() -> int:
@@ -146,6 +146,9 @@ class Bench:
             self.pids.append(pid)
             self.runc("delete", "--force", f"start-{i}-c")
             monitor.shutdown(force=True)
+            # The next start is measured alone, not racing this monitor's exit.
+            while process_alive(pid):
+                time.sleep(0.001)
         return statistics.median(alone) * 1000, statistics.median(with_create) * 1000
 
     def conmon_latency(self, starts: int) -> float:
@@ -187,22 +190,22 @@ def main() -> None:
         time.sleep(0.5)
         sharing = python_processes()
         for label, pids in (("crio-py conmon, 1 ctr", [py1]), ("crio-py conmon, 5 ctrs", [py5])):
-            rss, pss = map(sum, zip(*(memory_kib(p) for p in pids), strict=True))
-            rows.append((label, len(pids), rss, pss))
+            rss, pss, uss = map(sum, zip(*(memory_kib(p) for p in pids), strict=True))
+            rows.append((label, len(pids), rss, pss, uss))
         c1 = bench.conmon_pod("c1", 1)
         c5 = bench.conmon_pod("c5", 5)
         time.sleep(0.5)
         for label, pids in (("C conmon 2.1.6, 1 ctr", c1), ("C conmon 2.1.6, 5 ctrs", c5)):
-            rss, pss = map(sum, zip(*(memory_kib(p) for p in pids), strict=True))
-            rows.append((label, len(pids), rss, pss))
+            rss, pss, uss = map(sum, zip(*(memory_kib(p) for p in pids), strict=True))
+            rows.append((label, len(pids), rss, pss, uss))
         py_start, py_create = bench.start_latency(args.starts)
         c_create = bench.conmon_latency(args.starts)
     finally:
         bench.cleanup()
-    print(f"{'per pod':<24} {'procs':>5} {'RSS MiB':>8} {'PSS MiB':>8}")
-    for label, procs, rss, pss in rows:
-        print(f"{label:<24} {procs:>5} {rss / 1024:>8.2f} {pss / 1024:>8.2f}")
-    print(f"(python processes sharing libpython while measured: {sharing}: this bench and the monitors)")
+    print(f"{'per pod':<24} {'procs':>5} {'RSS MiB':>8} {'PSS MiB':>8} {'USS MiB':>8}")
+    for label, procs, rss, pss, uss in rows:
+        print(f"{label:<24} {procs:>5} {rss / 1024:>8.2f} {pss / 1024:>8.2f} {uss / 1024:>8.2f}")
+    print(f"(processes mapping libpython while measured: {sharing}, this bench and 2 monitors included)")
     print(f"\n{'start, p50 of ' + str(args.starts):<24} {'start ms':>8} {'+create ms':>10}")
     print(f"{'crio-py conmon':<24} {py_start:>8.1f} {py_create:>10.1f}")
     print(f"{'C conmon 2.1.6':<24} {'-':>8} {c_create:>10.1f}")

@@ -8,13 +8,17 @@ import posix
 import sys
 import time
 
-from conmon import runtime, wire
-from conmon.container import Container
+from conmon import wire
 from conmon.loop import IN, Loop, accept, attempt, listen_unix, monotonic
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    from conmon.container import Container
+
+# What only containers need (conmon.runtime, conmon.container and its modules) is imported by
+# the first create: a new monitor answers its first request about a millisecond sooner.
 
 CONTROL_SOCKET = "control.sock"
 PID_FILE = "monitor.pid"
@@ -250,6 +254,9 @@ class Monitor:
             raise RequestError(f"bad container id {cid!r}")
         if cid in self.containers:
             raise RequestError(f"container {cid} already exists in this monitor")
+        from conmon import runtime
+        from conmon.container import Container
+
         runtime.become_subreaper()
         timeout = float(req.get("timeout") or DEFAULT_CREATE_TIMEOUT)  # type: ignore[arg-type]
         container = Container(self.loop, self.pod_fd, self.pod_dir, req)
@@ -268,6 +275,8 @@ class Monitor:
 
     def _spawn(self, job: _Create, req: dict[str, object]) -> int:
         """Start the runtime for ``job``; its pid. The job owns our ends of the stdio."""
+        from conmon import runtime
+
         container = job.container
         devnull = posix.open("/dev/null", posix.O_RDWR | posix.O_CLOEXEC)
         child: list[int] = [devnull]
@@ -297,6 +306,8 @@ class Monitor:
                 posix.close(fd)
 
     def _on_console(self, job: _Create) -> None:
+        from conmon import runtime
+
         if job.console is None:
             return
         fd = runtime.receive_console(job.console, 0.0)
@@ -305,6 +316,8 @@ class Monitor:
             self._close_console(job)
 
     def _close_console(self, job: _Create) -> None:
+        from conmon import runtime
+
         if job.console is not None:
             self.loop.remove(job.console.fileno())
             job.console.close()
@@ -312,6 +325,8 @@ class Monitor:
             attempt(posix.unlink, runtime.CONSOLE_SOCKET, dir_fd=job.container.dir_fd)
 
     def _create_done(self, job: _Create, wait_status: int) -> None:
+        from conmon import runtime
+
         container = job.container
         error = None
         if job.deadline == float("inf"):

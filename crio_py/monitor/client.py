@@ -7,6 +7,7 @@ never hangs a CRI call. Exit records are read from disk, so they survive the mon
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import json
 import logging
@@ -79,6 +80,7 @@ class ExitStatus:
     finished_at_ns: int
 
 
+@functools.cache
 def _monitor_main() -> str:
     spec = importlib.util.find_spec("conmon")
     if spec is None or spec.origin is None:
