@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import ipaddress
 import os
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -241,10 +242,10 @@ def setup_masq(conf: BridgeConf, container_id: str, ips: list[IPConfig]) -> None
         iptables.apply("nat", build, v6=v6)
 
 
-def teardown_masq(conf: BridgeConf, container_id: str) -> None:
+def teardown_masq(conf: BridgeConf, container_id: str, families: set[int]) -> None:
     """Remove the attachment's ipMasq chain and the POSTROUTING rules that lead to it."""
     chain = masq_chain(conf.name, container_id)
-    for v6 in (False, True):
+    for v6 in [v == 6 for v in sorted(families)]:
         try:
             iptables.apply("nat", lambda snap: iptables.remove_chain(snap, chain, ["POSTROUTING"]), v6=v6)
         except (CNIError, FileNotFoundError):
@@ -291,6 +292,30 @@ def _gateways(result: Result, conf: BridgeConf) -> list[ipaddress.IPv4Interface 
         if conf.is_gateway and ipc.gateway:
             gws.append(ipaddress.ip_interface(f"{ipc.gateway}/{a.network.prefixlen}"))
     return gws
+
+
+class _LinkRemover(threading.Thread):
+    """Deletes one interface inside a netns from its own thread (setns is per thread)."""
+
+    def __init__(self, ns_fd: int, ifname: str) -> None:
+        super().__init__(daemon=True)
+        self.ns_fd = ns_fd
+        self.ifname = ifname
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            with netns.entered(self.ns_fd):
+                ipr = IPRoute()
+            with ipr:
+                ipr.link("del", ifname=self.ifname)
+        except NetlinkError as e:
+            if e.code != ENODEV:
+                self.error = CNIError(ERR_INTERNAL, f"failed to delete {self.ifname}: {e}")
+        except BaseException as e:
+            self.error = e
+        finally:
+            os.close(self.ns_fd)
 
 
 class Bridge(Plugin):
@@ -371,26 +396,26 @@ class Bridge(Plugin):
     def delete(self, args: CmdArgs) -> None:
         """Remove the container's interface, release IPAM, drop ipMasq rules; all idempotent."""
         conf = BridgeConf.load(args)
+        remover = None
         if args.netns:
             try:
-                ns_fd = netns.open_netns(args.netns)
+                remover = _LinkRemover(netns.open_netns(args.netns), args.ifname)
             except netns.NetnsMissing:
-                ns_fd = -1
-            if ns_fd >= 0:
-                try:
-                    with netns.entered(ns_fd):
-                        cipr = IPRoute()
-                finally:
-                    os.close(ns_fd)
-                try:
-                    with contextlib.suppress(NetlinkError):
-                        cipr.link("del", ifname=args.ifname)
-                finally:
-                    cipr.close()
-        if conf.ipam_type:
-            delegate_command(conf.ipam_type, "DEL", args)
-            if conf.ip_masq:
-                teardown_masq(conf, args.container_id)
+                pass
+            else:
+                # Unregistering a veth takes the kernel tens of milliseconds; let it overlap
+                # with the IPAM release and the iptables commit.
+                remover.start()
+        try:
+            if conf.ipam_type:
+                delegate_command(conf.ipam_type, "DEL", args)
+                if conf.ip_masq:
+                    teardown_masq(conf, args.container_id, args.families())
+        finally:
+            if remover is not None:
+                remover.join()
+        if remover is not None and remover.error is not None:
+            raise remover.error
 
     def check(self, args: CmdArgs) -> None:
         """The container interface exists with the prevResult's addresses and the IPAM agrees."""

@@ -131,3 +131,25 @@ def remove_chain(snap: Snapshot, chain: str, entry_chains: list[str]) -> list[st
     if chain in snap.chains:
         lines += [f"-F {chain}", f"-X {chain}"]
     return lines
+
+
+def remove_if_unused(table: str, top: str, helpers: list[str], v6: bool = False) -> None:
+    """Remove the shared chain ``top`` and ``helpers`` once ``top`` holds no rule (no pod uses them).
+
+    ``top`` is deleted without a flush: if a pod's rule lands in it after our read, the batch
+    fails instead of dropping that rule, and the retry sees the chain in use.
+    """
+    entries = ["PREROUTING", "OUTPUT", "POSTROUTING"]
+
+    def build(snap: Snapshot) -> list[str]:
+        if top not in snap.chains or snap.rules_of(top):
+            return []
+        lines: list[str] = []
+        for entry in entries:
+            lines += snap.delete_lines(snap.jumps(entry, top))
+        lines.append(f"-X {top}")
+        for chain in helpers:
+            lines += remove_chain(snap, chain, entries)
+        return lines
+
+    apply(table, build, v6=v6)

@@ -15,7 +15,6 @@ import argparse
 import contextlib
 import ctypes
 import gc
-import json
 import os
 import select
 import signal
@@ -26,7 +25,7 @@ import sys
 from typing import Any
 
 from cni_plugins import plugins, skel
-from cni_plugins.client import DEFAULT_SOCKET, FALLBACK, PROTOCOL, SOCKET_ENV
+from cni_plugins.client import DEFAULT_SOCKET, FALLBACK, SOCKET_ENV, parse_request, write_all
 
 PR_SET_PDEATHSIG = 1
 MAX_REQUEST = 1 << 20
@@ -45,12 +44,6 @@ def _read_all(fd: int) -> bytes:
         chunks.append(chunk)
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
 def _peer_is_root(conn: socket.socket) -> bool:
     creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     _, uid, _ = struct.unpack("3i", creds)
@@ -61,22 +54,17 @@ def serve_one(conn: socket.socket) -> None:
     """Serve one accepted connection: run the plugin with the client's env and stdio fds."""
     msg, fds, _, _ = socket.recv_fds(conn, MAX_REQUEST, 3)
     try:
-        req: dict[str, Any] = json.loads(msg)
-        if (
-            req.get("v") != PROTOCOL
-            or len(fds) != 3
-            or req.get("plugin") not in plugins.MODULES
-            or not _peer_is_root(conn)
-        ):
+        req = parse_request(msg)
+        if req is None or len(fds) != 3 or req[0] not in plugins.MODULES or not _peer_is_root(conn):
             conn.send(FALLBACK)
             return
+        plugin, env = req
         stdin_fd, stdout_fd, stderr_fd = fds
-        env = {str(k): str(v) for k, v in req["env"].items()}
         stdin = b"" if env.get("CNI_COMMAND") == "VERSION" else _read_all(stdin_fd)
-        outcome = skel.run(plugins.get(req["plugin"]), env, stdin)
-        _write_all(stdout_fd, outcome.stdout)
+        outcome = skel.run(plugins.get(plugin), env, stdin)
+        write_all(stdout_fd, outcome.stdout)
         if outcome.stderr:
-            _write_all(stderr_fd, outcome.stderr)
+            write_all(stderr_fd, outcome.stderr)
         conn.send(b"rc:%d" % outcome.rc)
     finally:
         for fd in fds:
@@ -145,6 +133,8 @@ class Service:
         if os.getppid() != self.parent:
             return
         os.close(self.notify_r)
+        gc.disable()
+        plugins.warm_up()
         conn, _ = self.listener.accept()
         busy = True
         os.write(self.notify_w, b"%d\n" % os.getpid())
@@ -214,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=4, help="idle pre-forked workers kept ready")
     opts = parser.parse_args(argv)
     plugins.preload()
+    plugins.warm_up()
     # Objects allocated so far are never freed; keeping them out of the collector's view keeps
     # the workers' copy-on-write pages shared.
     gc.freeze()

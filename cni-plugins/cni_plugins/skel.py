@@ -74,6 +74,15 @@ class CmdArgs:
             return None
         return Result.from_obj(raw, self.cni_version)
 
+    def families(self) -> set[int]:
+        """IP versions the prevResult holds (both when there is none): what DEL must undo."""
+        try:
+            prev = self.prev_result()
+        except CNIError:
+            prev = None
+        found = {ipc.iface.version for ipc in prev.ips} if prev is not None else set()
+        return found or {4, 6}
+
 
 class Plugin:
     """Base of our plugins: override the commands the plugin implements."""
