@@ -83,7 +83,7 @@ class Config:
     runtimes: dict[str, RuntimeHandler] = field(default_factory=dict)
     cgroup_manager: str = "cgroupfs"
     pause_image: str = "registry.k8s.io/pause:3.10"
-    pause_command: str = "/pause"
+    pause_command: str = ""
     shm_size: int = 64 * 1024 * 1024
     cni: CNIConfig = field(default_factory=CNIConfig)
     registries: RegistriesConfig = field(default_factory=RegistriesConfig)

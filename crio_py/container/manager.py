@@ -22,7 +22,7 @@ from crio_py.container.model import CREATED, CREATING, EXITED, RUNNING, UNKNOWN,
 from crio_py.cri import api_pb2 as pb
 from crio_py.errors import DeadlineExceeded, FailedPrecondition, Internal, InvalidArgument, NotFound
 from crio_py.image import ImageManager
-from crio_py.monitor import MonitorClient, MonitorError
+from crio_py.monitor import MONITOR_GONE_REASON, MonitorClient, MonitorError
 from crio_py.oci import ExecResult, OCIRuntime
 from crio_py.proc import process_alive
 from crio_py.sandbox import Sandbox, SandboxManager
@@ -340,10 +340,14 @@ class ContainerManager:
         if status is None:
             if ctr.phase in (RUNNING, CREATED) and not process_alive(ctr.pid) and ctr.pid:
                 # Gone without an exit record: the monitor died (or was killed) before it could write one.
-                self._record_exit(ctr, -1, "Unknown", "container process is gone and its monitor recorded no exit",
-                                  time.time_ns(), phase=UNKNOWN)
-            elif ctr.phase == RUNNING and not monitor.alive() and ctr.reason != "MonitorGone":
-                ctr.reason, ctr.message = "MonitorGone", "the container's monitor died; its exit cannot be recorded"
+                self._record_exit(
+                    ctr, -1, MONITOR_GONE_REASON, "the container is gone and its monitor recorded no exit",
+                    time.time_ns(), phase=UNKNOWN,
+                )
+            elif ctr.phase == RUNNING and ctr.reason != MONITOR_GONE_REASON and not process_alive(monitor.pid() or 0):
+                # Still running, but nobody logs its output or will record its exit.
+                ctr.reason = MONITOR_GONE_REASON
+                ctr.message = "the container's monitor died: its output is no longer logged"
                 self._store.write(KIND, ctr.id, ctr.to_record())
             return
         if status.oom_killed:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from crio_py.cri import api_pb2 as pb
@@ -51,8 +51,7 @@ class Container:
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
     def to_record(self) -> dict[str, Any]:
-        data = asdict(self)
-        data.pop("lock")
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "lock"}
         data["config"] = base64.b64encode(self.config.SerializeToString()).decode()
         return data
 

@@ -50,7 +50,7 @@ def test_pause_container_holds_the_pod_namespaces_files_and_cgroup(daemon: Daemo
     # Its network namespace is the pinned netns; ipc and uts are its own, not the host's.
     assert ns_inode(pid, "net") == os.stat(info["netns"]).st_ino
     for kind in ("net", "ipc", "uts"):
-        assert ns_inode(pid, kind) != ns_inode(1, kind)
+        assert ns_inode(pid, kind) != ns_inode(os.getpid(), kind)
     assert nsenter(pid, "-u", "hostname").strip() == "web-0"
     # Loopback only (no CNI config in this test): lo is up.
     assert "state UNKNOWN" in nsenter(pid, "-n", "ip", "link", "show", "lo") or "UP" in nsenter(
@@ -185,7 +185,7 @@ def test_a_failed_run_undoes_every_step_and_frees_the_name(daemon_handle: Daemon
     )
     # The name is free again at once.
     daemon_handle.stop()
-    daemon_handle.config["pause_command"] = "/pause"
+    daemon_handle.config["pause_command"] = ""
     daemon_handle.start()
     run_pod(daemon_handle, config)
 

@@ -93,10 +93,11 @@ def nsenter(pid: int, flags: str, *argv: str) -> str:
 
 
 def host_mounts_under(path: Path) -> list[str]:
-    """Mount points at or below ``path`` in the host's mount table."""
+    """Mount points below ``path`` in the host's mount table, except the shared netns directory
+    itself, which stays mounted for the daemon's lifetime like /run/netns does."""
     points = []
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
         point = line.split()[4]
-        if point == str(path) or point.startswith(str(path) + "/"):
+        if point.startswith(str(path) + "/") and not point.endswith("/run/netns"):
             points.append(point)
     return points
