@@ -107,7 +107,7 @@ class ContainerManager:
             "pid": ctr.pid,
             "sandboxID": ctr.pod_id,
             "runtimeHandler": ctr.runtime_handler,
-            "runtime": self._runtime(ctr).path,
+            "runtime": self._runtime(ctr).binary(),
             "bundle": ctr.bundle,
             "cgroupsPath": ctr.cgroups_path,
             "runtimeSpec": spec.read_spec(Path(ctr.bundle)) if ctr.bundle else None,

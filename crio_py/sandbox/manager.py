@@ -145,7 +145,8 @@ class SandboxManager:
             paths["uts"] = f"/proc/{pod.pid}/ns/uts"
         if ns.ipc != pb.NODE:
             paths["ipc"] = f"/proc/{pod.pid}/ns/ipc"
-        if ns.pid == pb.POD:
+        if ns.pid != pb.NODE:
+            # Joined by containers whose own options say POD (kubelet copies the pod's choice).
             paths["pid"] = f"/proc/{pod.pid}/ns/pid"
         return paths
 

@@ -42,6 +42,10 @@ class Pod:
         security = kw.pop("security", None)
         if security is not None:
             config.linux.security_context.CopyFrom(security)
+        # kubelet copies the pod's namespace choices into every container.
+        config.linux.security_context.namespace_options.CopyFrom(
+            self.config.linux.security_context.namespace_options
+        )
         resources = kw.pop("resources", None)
         if resources is not None:
             config.linux.resources.CopyFrom(resources)
