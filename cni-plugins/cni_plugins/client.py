@@ -92,9 +92,13 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def main(plugin: str) -> None:
-    """Entry point of the executables in bin/."""
+def main(plugin: str, python: str = "") -> None:
+    """Entry point of the launchers: the service, else in-process under ``python`` (re-exec)."""
     rc = via_service(plugin, os.environ.get(SOCKET_ENV, DEFAULT_SOCKET))
     if rc is None:
+        if python and python != sys.executable:
+            # The launcher runs under the fastest-starting interpreter; the in-process path needs
+            # the one that has pyroute2. exec keeps our stdin, stdout and environment.
+            os.execv(python, [python, "-SE", os.path.abspath(sys.argv[0])])
         rc = in_process(plugin)
     sys.exit(rc)

@@ -168,7 +168,9 @@ class Service:
         try:
             while True:
                 self._reap()
-                while len(self.idle) < self.pool_size:
+                # A busy worker is replaced once it exits, not while it serves (a fork competes
+                # with the request for the CPU); only an empty pool is refilled at once.
+                while not self.idle or len(self.idle) + len(self.busy) < self.pool_size:
                     self._spawn()
                 ready, _, _ = select.select([self.notify_r, wake_r], [], [], 5.0)
                 if wake_r in ready:
