@@ -118,15 +118,17 @@ def _kind(link: Any) -> str:
 
 def ensure_bridge(ipr: IPRoute, conf: BridgeConf) -> Any:
     """Create the bridge if needed, bring it up; returns its link message."""
-    kwargs: dict[str, Any] = {"ifname": conf.bridge, "kind": "bridge"}
-    if conf.mtu:
-        kwargs["mtu"] = conf.mtu
-    try:
-        ipr.link("add", **kwargs)
-    except NetlinkError as e:
-        if e.code != EEXIST:
-            raise CNIError(ERR_INTERNAL, f"could not add {conf.bridge!r}: {e}") from None
     link = _link(ipr, conf.bridge)
+    if link is None:
+        kwargs: dict[str, Any] = {"ifname": conf.bridge, "kind": "bridge"}
+        if conf.mtu:
+            kwargs["mtu"] = conf.mtu
+        try:
+            ipr.link("add", **kwargs)
+        except NetlinkError as e:
+            if e.code != EEXIST:
+                raise CNIError(ERR_INTERNAL, f"could not add {conf.bridge!r}: {e}") from None
+        link = _link(ipr, conf.bridge)
     if link is None:
         raise CNIError(ERR_INTERNAL, f"could not lookup {conf.bridge!r}")
     if _kind(link) != "bridge":
@@ -206,40 +208,23 @@ def _ensure_gateway_addr(
 def setup_masq(conf: BridgeConf, container_id: str, ips: list[IPConfig]) -> None:
     """The reference's ipMasq rules: pod traffic leaving its subnet is masqueraded."""
     chain, comment = masq_chain(conf.name, container_id), masq_comment(conf.name, container_id)
-    for version, v6 in ((4, False), (6, True)):
+    for version in (4, 6):
         nets = [ipc.iface for ipc in ips if ipc.iface.version == version]
         if not nets:
             continue
-        multicast = "ff00::/8" if v6 else "224.0.0.0/4"
-        host_len = 128 if v6 else 32
+        multicast = "ff00::/8" if version == 6 else "224.0.0.0/4"
+        host_len = 128 if version == 6 else 32
+        rules = [["-d", str(n.network), "-j", "ACCEPT", "-m", "comment", "--comment", comment] for n in nets]
+        rules.append(["!", "-d", multicast, "-j", "MASQUERADE", "-m", "comment", "--comment", comment])
+        jumps = [["-s", f"{n.ip}/{host_len}", "-m", "comment", "--comment", comment, "-j", chain] for n in nets]
+        body = [iptables.rule_line("-A", chain, r) for r in rules]
+        body += [iptables.rule_line("-A", "POSTROUTING", j) for j in jumps]
 
-        def build(
-            snap: iptables.Snapshot, nets: list[Any] = nets, multicast: str = multicast, host_len: int = host_len
-        ) -> list[str]:
-            lines = iptables.chain_ops(snap, chain, fresh=True)
-            for n in nets:
-                lines.append(
-                    iptables.rule_line(
-                        "-A", chain, ["-d", str(n.network), "-j", "ACCEPT", "-m", "comment", "--comment", comment]
-                    )
-                )
-            lines.append(
-                iptables.rule_line(
-                    "-A", chain, ["!", "-d", multicast, "-j", "MASQUERADE", "-m", "comment", "--comment", comment]
-                )
-            )
-            lines += snap.delete_lines(snap.jumps("POSTROUTING", chain))
-            for n in nets:
-                lines.append(
-                    iptables.rule_line(
-                        "-A",
-                        "POSTROUTING",
-                        ["-s", f"{n.ip}/{host_len}", "-m", "comment", "--comment", comment, "-j", chain],
-                    )
-                )
-            return lines
+        def build(snap: iptables.Snapshot, body: list[str] = body) -> list[str]:
+            # A repeated ADD: start the chain afresh and replace the jumps.
+            return [f":{chain} - [0:0]", *snap.delete_lines(snap.jumps("POSTROUTING", chain)), *body]
 
-        iptables.apply("nat", build, v6=v6)
+        iptables.apply("nat", build, v6=version == 6, first=[f"-N {chain}", *body])
 
 
 def teardown_masq(conf: BridgeConf, container_id: str, families: set[int]) -> None:

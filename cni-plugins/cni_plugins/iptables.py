@@ -100,9 +100,26 @@ def _locked() -> Iterator[None]:
         os.close(fd)
 
 
-def apply(table: str, build: Callable[[Snapshot], list[str]], v6: bool = False, attempts: int = 5) -> None:
-    """Read ``table``, let ``build`` compute a batch from it, and apply it; retried on races."""
+def apply(
+    table: str,
+    build: Callable[[Snapshot], list[str]],
+    v6: bool = False,
+    attempts: int = 5,
+    first: list[str] | None = None,
+) -> None:
+    """Read ``table``, let ``build`` compute a batch from it, and apply it; retried on races.
+
+    ``first``, when given, is tried before any read: a batch that is right whenever it applies
+    cleanly (e.g. it creates a chain with ``-N``, which fails if the chain exists), saving the
+    read in the common case.
+    """
     with _locked():
+        if first:
+            try:
+                restore(table, first, v6)
+                return
+            except CNIError:
+                pass
         for attempt in range(attempts):
             lines = build(save(table, v6))
             if not lines:
