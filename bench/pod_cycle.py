@@ -100,7 +100,8 @@ def main() -> int:
     try:
         daemon.start()
         report("no CNI", cycles(daemon, ns.cycles, parent))
-        print(f"  no CNI     {ns.concurrent} concurrent RunPodSandbox: {concurrent_runs(daemon, ns.concurrent, parent):.2f} s")
+        elapsed = concurrent_runs(daemon, ns.concurrent, parent)
+        print(f"  no CNI     {ns.concurrent} concurrent RunPodSandbox: {elapsed:.2f} s")
         write_bridge_conflist(Path(daemon.config["cni"]["conf_dir"]), workdir / "ipam")
         report("bridge CNI", cycles(daemon, ns.cycles, parent))
         print(
