@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 from crio_py.container import Container, ContainerManager
 from crio_py.container.model import CRI_STATE
 from crio_py.cri import api_pb2 as pb
 from crio_py.errors import InvalidArgument
-from crio_py.server.labels import labels_match
+from crio_py.server.listing import STREAM_CHUNK, labels_match
 
 
 class ContainerHandlers:
@@ -48,7 +49,14 @@ class ContainerHandlers:
         return pb.ContainerStatusResponse(status=_status(ctr), info=info)
 
     def ListContainers(self, request: pb.ListContainersRequest, context: Any) -> pb.ListContainersResponse:
-        f = request.filter
+        return pb.ListContainersResponse(containers=self._list_containers(request.filter))
+
+    def StreamContainers(self, request: pb.StreamContainersRequest, context: Any) -> Iterator[Any]:
+        items = self._list_containers(request.filter)
+        for start in range(0, len(items), STREAM_CHUNK):
+            yield pb.StreamContainersResponse(containers=items[start : start + STREAM_CHUNK])
+
+    def _list_containers(self, f: pb.ContainerFilter) -> list[pb.Container]:
         items = []
         for ctr in self.containers.list():
             if f.id and not ctr.id.startswith(f.id):
@@ -75,7 +83,7 @@ class ContainerHandlers:
                     annotations=ctr.config.annotations,
                 )
             )
-        return pb.ListContainersResponse(containers=items)
+        return items
 
     def ExecSync(self, request: pb.ExecSyncRequest, context: Any) -> pb.ExecSyncResponse:
         if request.timeout < 0:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from crio_py.container import ContainerManager
 from crio_py.cri import api_pb2 as pb
 from crio_py.errors import InvalidArgument
 from crio_py.sandbox import Sandbox, SandboxManager
-from crio_py.server.labels import labels_match
+from crio_py.server.listing import STREAM_CHUNK, labels_match
 
 
 class PodSandboxHandlers:
@@ -43,7 +44,22 @@ class PodSandboxHandlers:
         return pb.PodSandboxStatusResponse(status=self._pod_status(pod), info=info, timestamp=time.time_ns())
 
     def ListPodSandbox(self, request: pb.ListPodSandboxRequest, context: Any) -> pb.ListPodSandboxResponse:
-        f = request.filter
+        return pb.ListPodSandboxResponse(items=self._list_pods(request.filter))
+
+    def StreamPodSandboxes(self, request: pb.StreamPodSandboxesRequest, context: Any) -> Iterator[Any]:
+        items = self._list_pods(request.filter)
+        for start in range(0, len(items), STREAM_CHUNK):
+            yield pb.StreamPodSandboxesResponse(pod_sandboxes=items[start : start + STREAM_CHUNK])
+
+    def UpdatePodSandboxResources(
+        self, request: pb.UpdatePodSandboxResourcesRequest, context: Any
+    ) -> pb.UpdatePodSandboxResourcesResponse:
+        # With the cgroupfs and systemd drivers kubelet sizes the pod cgroup itself; the runtime
+        # only has to know the pod. Containers get their own limits through UpdateContainerResources.
+        self.sandboxes.get(_required_id(request.pod_sandbox_id))
+        return pb.UpdatePodSandboxResourcesResponse()
+
+    def _list_pods(self, f: pb.PodSandboxFilter) -> list[pb.PodSandbox]:
         items = []
         for pod in self.sandboxes.list():
             if f.id and not pod.id.startswith(f.id):
@@ -64,7 +80,7 @@ class PodSandboxHandlers:
                     runtime_handler=pod.runtime_handler,
                 )
             )
-        return pb.ListPodSandboxResponse(items=items)
+        return items
 
     def _pod_status(self, pod: Sandbox) -> pb.PodSandboxStatus:
         ips = pod.ips

@@ -1,8 +1,11 @@
-"""Filters shared by the List RPCs."""
+"""Filters and chunking shared by the List and Stream RPCs."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+
+# Items per message of the Stream* RPCs (kubelet reads them as they come).
+STREAM_CHUNK = 100
 
 
 def labels_match(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
