@@ -39,19 +39,11 @@ from crio_py.network import (
     set_loopback_up,
 )
 from crio_py.network.netns import is_netns, run_in_netns
+from tests.support.iptables import remove_unused_hostport_chains
 
 pytestmark = pytest.mark.e2e
 
 REFERENCE_PLUGINS = "/usr/lib/cni"
-SHARED_CHAINS = ("CNI-HOSTPORT-DNAT", "CNI-HOSTPORT-SETMARK", "CNI-HOSTPORT-MASQ")
-# Rules portmap adds to the built-in chains the first time it runs on a host.
-SHARED_JUMPS = (
-    ("PREROUTING", "-m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT"),
-    ("OUTPUT", "-m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT"),
-    ("POSTROUTING", '-m comment --comment "CNI portfwd requiring masquerade" -j CNI-HOSTPORT-MASQ'),
-)
-
-
 def sh(*args: str, check: bool = True) -> str:
     return subprocess.run(args, check=check, capture_output=True, text=True).stdout
 
@@ -123,7 +115,6 @@ class NetEnv:
             d.mkdir()
         self.netns: list[Path] = []
         self.attachments: list[PodAttachment] = []
-        self.had_shared_chains = any(r.startswith(f"-N {SHARED_CHAINS[0]}") for r in nat_rules())
 
     def start(self) -> None:
         """Create the bridge with the gateway address (cleanup() undoes even a half-done start)."""
@@ -205,8 +196,7 @@ class NetEnv:
         for netns in self.netns:
             remove_netns(netns)
         subprocess.run(["ip", "link", "del", self.bridge], check=False, capture_output=True)
-        if not self.had_shared_chains:
-            _remove_shared_chains_if_unused()
+        remove_unused_hostport_chains()
         if self.nsdir.exists():
             subprocess.run(["umount", str(self.nsdir)], check=False, capture_output=True)
         shutil.rmtree(self.root, ignore_errors=True)
@@ -222,18 +212,6 @@ def _is_ip(text: str) -> bool:
 
 def _delete_args(rule: str) -> list[str]:
     return ["-D", *shlex.split(rule)[1:]]
-
-
-def _remove_shared_chains_if_unused() -> None:
-    """Drop portmap's host-wide chains when this test made them and no other pod uses them now."""
-    rules = nat_rules()
-    if any(r.startswith(f"-A {SHARED_CHAINS[0]} ") for r in rules):
-        return
-    for chain, spec in SHARED_JUMPS:
-        subprocess.run(["iptables", "-t", "nat", "-D", chain, *shlex.split(spec)], check=False, capture_output=True)
-    for chain in SHARED_CHAINS:
-        subprocess.run(["iptables", "-t", "nat", "-F", chain], check=False, capture_output=True)
-        subprocess.run(["iptables", "-t", "nat", "-X", chain], check=False, capture_output=True)
 
 
 @pytest.fixture
