@@ -550,6 +550,7 @@ def test_limits_clamped_without_sys_resource(settings: Config, rootfs: Path, mon
 
 
 def sandbox(settings: Config, rootfs: Path, pod: pb.PodSandboxConfig | None = None, **kw: Any) -> dict[str, Any]:
+    kw.setdefault("image_config", {"config": {"Entrypoint": ["/pause"]}})  # as the pause images have
     ctx = SandboxSpecContext(
         sandbox_id="sid", config=pod or POD, rootfs=rootfs, cgroup_parent="/kubepods/pod1", settings=settings, **kw
     )
@@ -598,7 +599,7 @@ def test_sandbox_pause_command_and_image(settings: Config, rootfs: Path) -> None
         "/catatonit", "-P"
     ]  # fmt: skip
     with pytest.raises(InvalidArgument, match="no pause command"):
-        sandbox(empty, rootfs)
+        sandbox(empty, rootfs, image_config={})
 
 
 def test_sandbox_security_context(settings: Config, rootfs: Path) -> None:
