@@ -175,6 +175,7 @@ def network() -> Iterator[Network]:
         data_dir=os.path.join(work, "ipam"),
     )
     forward = Path("/proc/sys/net/ipv4/ip_forward").read_text()
+    reference_chains = "CNI-HOSTPORT-DNAT" in iptables.save("nat").chains
     try:
         yield net
     finally:
@@ -182,6 +183,9 @@ def network() -> Iterator[Network]:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
         subprocess.run(["ip", "link", "del", net.bridge], capture_output=True)
         purge_network_rules(net.name)
+        if not reference_chains:
+            # The reference portmap leaves its shared chains behind; drop them if we caused them.
+            iptables.remove_if_unused("nat", "CNI-HOSTPORT-DNAT", ["CNI-HOSTPORT-SETMARK", "CNI-HOSTPORT-MASQ"])
         Path("/proc/sys/net/ipv4/ip_forward").write_text(forward)
         shutil.rmtree(work, ignore_errors=True)
 
