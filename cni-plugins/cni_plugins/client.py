@@ -17,6 +17,8 @@ SOCKET_ENV = "CRIO_PY_CNI_SOCKET"
 DEFAULT_SOCKET = "/run/crio-py/cni-plugins.sock"
 MAGIC = b"crio-py-cni/1"
 FALLBACK = b"fallback"
+# Marks the re-exec under the plugin interpreter (runtimes pass plugins no arguments).
+IN_PROCESS_FLAG = "--crio-py-in-process"
 LOST = (
     b'{\n    "cniVersion": "1.1.0",\n    "code": 11,\n'
     b'    "msg": "crio-py CNI plugin service failed during the request"\n}'
@@ -96,9 +98,9 @@ def main(plugin: str, python: str = "") -> None:
     """Entry point of the launchers: the service, else in-process under ``python`` (re-exec)."""
     rc = via_service(plugin, os.environ.get(SOCKET_ENV, DEFAULT_SOCKET))
     if rc is None:
-        if python and python != sys.executable:
+        if python and IN_PROCESS_FLAG not in sys.argv[1:]:
             # The launcher runs under the fastest-starting interpreter; the in-process path needs
             # the one that has pyroute2. exec keeps our stdin, stdout and environment.
-            os.execv(python, [python, "-SE", os.path.abspath(sys.argv[0])])
+            os.execv(python, [python, "-SE", os.path.abspath(sys.argv[0]), IN_PROCESS_FLAG])
         rc = in_process(plugin)
     sys.exit(rc)

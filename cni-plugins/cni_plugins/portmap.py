@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import ipaddress
+import socket
+import sys
 from dataclasses import dataclass, field
 
 from cni_plugins import iptables, netns
@@ -232,20 +234,20 @@ def _enable_localnet(addr: ipaddress.IPv4Interface | ipaddress.IPv6Interface) ->
             return
 
 
-def _flush_udp_conntrack(conf: PortMapConf, version: int) -> None:
-    # Stale UDP conntrack entries for a host port would keep steering packets to an old pod.
-    ports = {m.host_port for m in conf.mappings if m.protocol == "udp"}
+def flush_udp_conntrack(ports: set[int], version: int) -> None:
+    """Forget UDP conntrack entries to the host ports: they would keep steering packets to an old pod."""
     if not ports:
         return
     from pyroute2 import Conntrack
+    from pyroute2.conntrack import NFCTAttrTuple
 
-    family = 2 if version == 4 else 10
-    with contextlib.suppress(Exception), Conntrack() as ct:
-        for entry in ct.dump_entries(family=family, proto=17):
-            tuple_orig = entry.get_attr("CTA_TUPLE_ORIG")
-            proto = tuple_orig.get_attr("CTA_TUPLE_PROTO") if tuple_orig is not None else None
-            if proto is not None and proto.get_attr("CTA_PROTO_DST_PORT") in ports:
-                ct.entry("del", tuple_orig=tuple_orig)
+    family = socket.AF_INET if version == 4 else socket.AF_INET6
+    with Conntrack() as ct:
+        for port in sorted(ports):
+            match = NFCTAttrTuple(family=family, proto=socket.IPPROTO_UDP, dport=port)
+            for entry in list(ct.dump_entries(tuple_orig=match)):
+                with contextlib.suppress(Exception):
+                    ct.delete(entry)
 
 
 class PortMap(Plugin):
@@ -266,7 +268,10 @@ class PortMap(Plugin):
             if conf.snat and version == 4:
                 _enable_localnet(addr)
             _forward(conf, args.container_id, addr)
-            _flush_udp_conntrack(conf, version)
+            try:
+                flush_udp_conntrack({m.host_port for m in conf.mappings if m.protocol == "udp"}, version)
+            except Exception as e:  # the rules are in place; stale flows are a nuisance, not a failure
+                print(f"portmap: failed to flush UDP conntrack entries: {e}", file=sys.stderr)
         return prev
 
     def delete(self, args: CmdArgs) -> None:

@@ -350,3 +350,19 @@ def test_service_stops_cleanly_and_launchers_fall_back(plugin_dir: str, tmp_path
     for pid in children:
         assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
     assert exec_plugin(plugin_dir, "loopback", "VERSION", b"", ifname="", extra_env=env).rc == 0
+
+
+def test_udp_conntrack_entries_for_host_ports_are_flushed() -> None:
+    from cni_plugins import portmap
+    from pyroute2 import Conntrack
+    from pyroute2.conntrack import NFCTAttrTuple
+
+    port = random.randrange(40000, 60000)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.sendto(b"x", ("127.0.0.1", port))
+    match = NFCTAttrTuple(family=socket.AF_INET, proto=socket.IPPROTO_UDP, dport=port)
+    with Conntrack() as ct:
+        if not list(ct.dump_entries(tuple_orig=match)):
+            pytest.skip("no connection tracking for loopback UDP here")
+        portmap.flush_udp_conntrack({port}, 4)
+        assert list(ct.dump_entries(tuple_orig=match)) == []
