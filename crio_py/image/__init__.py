@@ -1,0 +1,6 @@
+"""Images: pulls into the shared layer store, records, names, removal and the pause image."""
+
+from crio_py.image.manager import ImageManager
+from crio_py.image.model import AuthConfig, FsUsage, ImageRecord
+
+__all__ = ["AuthConfig", "FsUsage", "ImageManager", "ImageRecord"]

@@ -1,0 +1,343 @@
+"""Images: pull from registries (mirrors first), keep records, resolve names, remove, GC layers.
+
+A pull resolves the manifest (an index is narrowed to the host platform), fetches the config,
+downloads the missing layers concurrently (each verified while streaming, into a temp file) and
+unpacks them into the shared layer store, then writes the record. Records keep the names the
+user asked for, even when a mirror served the bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from crio_py.config import Config
+from crio_py.errors import CrioError, FailedPrecondition, Internal, NotFound
+from crio_py.image.model import AuthConfig, FsUsage, ImageRecord, user_of
+from crio_py.image.pause import build_pause_layer, config_digest
+from crio_py.registry import client as registry
+from crio_py.registry.reference import Reference, looks_like_id, parse
+from crio_py.state import RecordStore, write_atomic
+from crio_py.storage.layers import LayerStore, chain_ids
+
+log = logging.getLogger(__name__)
+KIND = "images"
+# ImageFsInfo is polled by kubelet; walking the store that often would cost more than it tells.
+FS_USAGE_TTL = 10.0
+
+
+class ImageManager:
+    """Owns image records, their configs and the layer store."""
+
+    def __init__(self, config: Callable[[], Config], store: RecordStore):
+        self._config = config
+        self._store = store
+        root = Path(config().root)
+        self._root = root
+        self.layers = LayerStore(root)
+        self._configs = root / "images"
+        self._configs.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._images: dict[str, ImageRecord] = {}
+        self._lock = threading.RLock()
+        self._pull_locks: dict[str, threading.Lock] = {}
+        self._in_use: Callable[[str], bool] = lambda _id: False
+        self._fs_usage: tuple[float, FsUsage, FsUsage] | None = None
+        for image_id, record in store.load_all(KIND).items():
+            try:
+                self._images["sha256:" + image_id] = ImageRecord.from_record(record)
+            except TypeError as exc:
+                log.error("unreadable image record skipped", extra={"image": image_id, "error": str(exc)})
+        log.info("images restored", extra={"count": len(self._images)})
+
+    def set_in_use_check(self, fn: Callable[[str], bool]) -> None:
+        """``fn(image_id)`` says whether a container uses the image (then it cannot be removed)."""
+        self._in_use = fn
+
+    # ---- lookups -----------------------------------------------------------------------
+
+    def list(self) -> list[ImageRecord]:
+        with self._lock:
+            return list(self._images.values())
+
+    def find(self, ref_or_id: str) -> ImageRecord | None:
+        """By tag, digest reference, full id or unique id prefix; None when unknown."""
+        if not ref_or_id:
+            return None
+        with self._lock:
+            images = list(self._images.values())
+        if looks_like_id(ref_or_id):
+            want = ref_or_id if ref_or_id.startswith("sha256:") else "sha256:" + ref_or_id
+            matches = [i for i in images if i.id.startswith(want)]
+            if len(matches) == 1:
+                return matches[0]
+        try:
+            ref = parse(ref_or_id)
+        except CrioError:
+            return None
+        for image in images:
+            if (ref.digest and ref.digested(ref.digest) in image.repo_digests) or (
+                not ref.digest and ref.tagged() in image.repo_tags
+            ):
+                return image
+        return None
+
+    def get(self, ref_or_id: str) -> ImageRecord:
+        image = self.find(ref_or_id)
+        if image is None:
+            raise NotFound(f"image {ref_or_id!r} not found")
+        return image
+
+    def image_config(self, image_id: str) -> dict[str, Any]:
+        """The image's OCI config JSON."""
+        try:
+            return json.loads((self._configs / f"{image_id.removeprefix('sha256:')}.json").read_bytes())
+        except FileNotFoundError:
+            raise NotFound(f"image {image_id}: its config is missing from the store") from None
+
+    def lowerdirs(self, image_id: str) -> list[Path]:
+        """Overlay lowerdirs of the image, topmost layer first."""
+        image = self.get(image_id)
+        return [self.layers.diff_dir(c) for c in reversed(image.chain_ids)]
+
+    # ---- pull --------------------------------------------------------------------------
+
+    def pull(self, ref_text: str, auth: AuthConfig | None = None) -> ImageRecord:
+        """Pull ``ref_text`` (mirrors first, then its registry) and return its record."""
+        ref = parse(ref_text)
+        with self._lock:
+            pull_lock = self._pull_locks.setdefault(str(ref), threading.Lock())
+        with pull_lock:
+            return self._pull(ref, auth)
+
+    def _pull(self, ref: Reference, auth: AuthConfig | None) -> ImageRecord:
+        cfg = self._config().registries
+        creds = _credentials(ref, auth, cfg.auth_file)
+        errors: list[CrioError] = []
+        for endpoint in registry.endpoints_for(ref, cfg.mirrors, cfg.insecure):
+            insecure = endpoint.base_url.startswith("http://") or _host(endpoint.base_url) in cfg.insecure
+            with registry.new_http_client(insecure=insecure) as http:
+                session = registry.RegistrySession(http, endpoint, ref.path, creds)
+                try:
+                    image = self._pull_from(session, ref, cfg.max_concurrent_downloads)
+                except CrioError as exc:
+                    if not endpoint.is_mirror:
+                        errors.append(exc)
+                        break
+                    log.info("mirror failed; trying the next",
+                             extra={"mirror": endpoint.base_url, "error": exc.message})
+                    errors.append(exc)
+                    continue
+            log.info("image pulled", extra={"image": str(ref), "id": image.id, "from": endpoint.base_url})
+            return image
+        # The upstream's answer is the one that matters; a mirror's only if there was no other.
+        raise errors[-1]
+
+    def _pull_from(self, session: registry.RegistrySession, ref: Reference, parallel: int) -> ImageRecord:
+        media, top_digest, raw = session.manifest(ref.object)
+        manifest = json.loads(raw)
+        if media in registry.INDEX_TYPES or "manifests" in manifest:
+            desc = registry.choose_platform(manifest)
+            media, _digest, raw = session.manifest(desc["digest"])
+            manifest = json.loads(raw)
+        config_desc = manifest.get("config") or {}
+        config_raw = session.blob_bytes(config_desc["digest"], int(config_desc["size"]))
+        config = json.loads(config_raw)
+        if (config.get("os"), config.get("architecture")) != registry.HOST_PLATFORM:
+            raise NotFound(
+                f"image {ref} is for {config.get('os')}/{config.get('architecture')}, this node is "
+                f"{'/'.join(registry.HOST_PLATFORM)}"
+            )
+        diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
+        layers = manifest.get("layers") or []
+        if len(diff_ids) != len(layers):
+            raise Internal(f"image {ref}: {len(layers)} layers but {len(diff_ids)} diff ids in its config")
+        chains = chain_ids(diff_ids)
+        with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="pull") as pool:
+            futures = [
+                pool.submit(self._ensure_layer, session, desc, diff_id, chain)
+                for desc, diff_id, chain in zip(layers, diff_ids, chains, strict=True)
+            ]
+            for future in futures:
+                future.result()
+        size = sum(int(d.get("size", 0)) for d in layers) + int(config_desc["size"])
+        return self._commit(config_desc["digest"], config_raw, config, chains, size, ref, top_digest,
+                            annotations=manifest.get("annotations") or {})
+
+    def _ensure_layer(self, session: registry.RegistrySession, desc: dict[str, Any], diff_id: str, chain: str) -> None:
+        with self.layers.lock(chain):
+            if self.layers.has(chain):
+                return
+            fd, tmp = tempfile.mkstemp(prefix=".blob-", dir=self.layers.root)
+            os.close(fd)
+            try:
+                started = time.monotonic()
+                session.fetch_blob(desc["digest"], int(desc["size"]), Path(tmp))
+                self.layers.add(chain, diff_id, Path(tmp))
+                log.debug("layer unpacked", extra={"chain_id": chain, "seconds": round(time.monotonic() - started, 3)})
+            except OSError as exc:
+                raise Internal(f"layer {desc['digest']}: {exc}") from None
+            finally:
+                Path(tmp).unlink(missing_ok=True)
+
+    def _commit(
+        self,
+        image_id: str,
+        config_raw: bytes,
+        config: dict[str, Any],
+        chains: list[str],
+        size: int,
+        ref: Reference,
+        repo_digest: str,
+        annotations: dict[str, str],
+        pinned: bool = False,
+    ) -> ImageRecord:
+        write_atomic(self._configs / f"{image_id.removeprefix('sha256:')}.json", config_raw)
+        uid, username = user_of(config)
+        with self._lock:
+            tag = ref.tagged()
+            # A tag moves: it leaves whatever image held it before.
+            for other in self._images.values():
+                if other.id != image_id and tag and tag in other.repo_tags:
+                    other.repo_tags.remove(tag)
+                    self._store.write(KIND, other.id.removeprefix("sha256:"), other.to_record())
+            image = self._images.get(image_id) or ImageRecord(
+                id=image_id, size=size, uid=uid, username=username, chain_ids=chains,
+                annotations=dict(annotations), created_at_ns=time.time_ns(),
+            )
+            if tag and tag not in image.repo_tags:
+                image.repo_tags.append(tag)
+            digested = ref.digested(repo_digest) if repo_digest else ""
+            if digested and digested not in image.repo_digests:
+                image.repo_digests.append(digested)
+            image.pinned = image.pinned or pinned
+            self._store.write(KIND, image_id.removeprefix("sha256:"), image.to_record())
+            self._images[image_id] = image
+        return image
+
+    # ---- the pause image -------------------------------------------------------------------
+
+    def ensure_pause_image(self) -> ImageRecord:
+        """The configured pause image: present, else pulled, else built locally from catatonit."""
+        name = self._config().pause_image
+        image = self.find(name)
+        if image is not None:
+            return image
+        try:
+            image = self.pull(name)
+        except CrioError as exc:
+            log.warning("pause image not pullable; building it locally from catatonit",
+                        extra={"image": name, "error": exc.message})
+            image = self._build_pause(name)
+        image.pinned = True
+        self._store.write(KIND, image.id.removeprefix("sha256:"), image.to_record())
+        return image
+
+    def _build_pause(self, name: str) -> ImageRecord:
+        ref = parse(name)
+        layer, config = build_pause_layer()
+        config_raw, image_id = config_digest(config)
+        diff_id = config["rootfs"]["diff_ids"][0]
+        with self.layers.lock(diff_id):
+            if not self.layers.has(diff_id):
+                self.layers.add_tar_bytes(diff_id, diff_id, layer)
+        return self._commit(image_id, config_raw, config, [diff_id], len(layer), ref, "", {}, pinned=True)
+
+    # ---- remove ------------------------------------------------------------------------
+
+    def remove(self, ref_or_id: str) -> None:
+        """Untag (when other tags remain and a tag was named) or delete the image and GC its layers."""
+        image = self.find(ref_or_id)
+        if image is None:
+            return  # removing an unknown image succeeds (CRI semantics)
+        with self._lock:
+            named_tag = None
+            if not looks_like_id(ref_or_id):
+                ref = parse(ref_or_id)
+                named_tag = ref.tagged() if not ref.digest else None
+            if named_tag and len(image.repo_tags) > 1:
+                image.repo_tags.remove(named_tag)
+                self._store.write(KIND, image.id.removeprefix("sha256:"), image.to_record())
+                return
+            if self._in_use(image.id):
+                raise FailedPrecondition(f"image {ref_or_id!r} ({image.id}) is used by a container")
+            del self._images[image.id]
+            self._store.delete(KIND, image.id.removeprefix("sha256:"))
+            (self._configs / f"{image.id.removeprefix('sha256:')}.json").unlink(missing_ok=True)
+            self._gc_layers()
+        log.info("image removed", extra={"image": ref_or_id, "id": image.id})
+
+    def _gc_layers(self) -> None:
+        wanted = {c for image in self._images.values() for c in image.chain_ids}
+        for chain in self.layers.chain_ids():
+            if chain not in wanted:
+                with self.layers.lock(chain):
+                    self.layers.remove(chain)
+
+    # ---- usage -------------------------------------------------------------------------
+
+    def fs_usage(self) -> tuple[FsUsage, FsUsage]:
+        """(image layers, container writable layers) usage, cached for a few seconds."""
+        now = time.monotonic()
+        cached = self._fs_usage
+        if cached and now - cached[0] < FS_USAGE_TTL:
+            return cached[1], cached[2]
+        images = _usage(self.layers.root)
+        containers = _usage(self._root / "containers")
+        self._fs_usage = (now, images, containers)
+        return images, containers
+
+
+def _host(url: str) -> str:
+    return url.split("://", 1)[-1].split("/", 1)[0]
+
+
+def _credentials(ref: Reference, auth: AuthConfig | None, auth_file: str) -> registry.Credentials | None:
+    """Credentials from the request, else from the docker-style auth file."""
+    if auth and (auth.username or auth.auth):
+        if auth.auth and not auth.username:
+            user, _, password = base64.b64decode(auth.auth).decode().partition(":")
+            return registry.Credentials(user, password)
+        return registry.Credentials(auth.username, auth.password, auth.identity_token)
+    if not auth_file:
+        return None
+    try:
+        auths = json.loads(Path(auth_file).read_text()).get("auths") or {}
+    except (OSError, ValueError) as exc:
+        log.warning("auth file unreadable", extra={"path": auth_file, "error": str(exc)})
+        return None
+    hub = "https://index.docker.io/v1/" if ref.domain == "docker.io" else ""
+    for key in (ref.domain, f"https://{ref.domain}", hub):
+        entry = auths.get(key)
+        if entry and entry.get("auth"):
+            user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
+            return registry.Credentials(user, password)
+    return None
+
+
+def _usage(path: Path) -> FsUsage:
+    used = inodes = 0
+    seen: set[tuple[int, int]] = set()
+    for dirpath, dirnames, filenames in os.walk(path):
+        # A container's mounted rootfs shows the image layers again: count each byte once.
+        dirnames[:] = [d for d in dirnames if not os.path.ismount(os.path.join(dirpath, d))]
+        for name in dirnames + filenames:
+            try:
+                st = os.lstat(os.path.join(dirpath, name))
+            except OSError:
+                continue
+            key = (st.st_dev, st.st_ino)
+            if key in seen:
+                continue
+            seen.add(key)
+            inodes += 1
+            used += st.st_blocks * 512
+    return FsUsage(mountpoint=str(path), used_bytes=used, inodes_used=inodes)

@@ -1,0 +1,1 @@
+"""Registries: image references and the OCI distribution (registry v2) client."""

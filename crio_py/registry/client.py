@@ -1,0 +1,219 @@
+"""A registry client for the OCI distribution spec (Docker registry v2), on httpx.
+
+It resolves manifests (following indexes to the host's platform), and streams blobs to files
+while verifying their digest and size. Authentication: bearer tokens from the registry's
+``WWW-Authenticate`` challenge (anonymous or with credentials) and basic auth.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import os
+import platform
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from crio_py.errors import CrioError, Internal, NotFound, PermissionDenied, Unauthenticated, Unavailable
+from crio_py.registry.reference import Reference
+
+log = logging.getLogger(__name__)
+
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
+MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
+ACCEPT = ", ".join((*MANIFEST_TYPES, *INDEX_TYPES))
+_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le", "s390x": "s390x"}
+HOST_PLATFORM = ("linux", _ARCH.get(platform.machine(), platform.machine()))
+CHUNK = 1024 * 1024
+# Docker Hub's API lives on another host than its name.
+_API_HOST = {"docker.io": "registry-1.docker.io"}
+
+
+@dataclass(frozen=True)
+class Credentials:
+    username: str = ""
+    password: str = ""
+    identity_token: str = ""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where to reach a repository: base URL of a registry (mirror or upstream)."""
+
+    base_url: str
+    is_mirror: bool = False
+
+
+def endpoints_for(ref: Reference, mirrors: dict[str, list[str]], insecure: list[str]) -> list[Endpoint]:
+    """Mirrors of the reference's host in order, then the host itself."""
+    out = []
+    for mirror in mirrors.get(ref.domain, []):
+        url = mirror if "://" in mirror else f"{'http' if mirror in insecure else 'https'}://{mirror}"
+        out.append(Endpoint(url.rstrip("/"), is_mirror=True))
+    host = _API_HOST.get(ref.domain, ref.domain)
+    scheme = "http" if ref.domain in insecure or host in insecure else "https"
+    out.append(Endpoint(f"{scheme}://{host}"))
+    return out
+
+
+def _digest_of(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _status_error(resp: httpx.Response, what: str) -> CrioError:
+    code = resp.status_code
+    detail = ""
+    try:
+        errors = resp.json().get("errors") or []
+        detail = "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errors if isinstance(e, dict))
+    except (ValueError, AttributeError):
+        detail = resp.text[:200]
+    msg = f"{what}: HTTP {code}{' (' + detail + ')' if detail else ''}"
+    if code == 401:
+        return Unauthenticated(msg)
+    if code == 403:
+        return PermissionDenied(msg)
+    if code == 404:
+        return NotFound(msg)
+    if code >= 500 or code == 429:
+        return Unavailable(msg)
+    return Internal(msg)
+
+
+class RegistrySession:
+    """One repository on one endpoint, with its auth state (tokens are per repository scope)."""
+
+    def __init__(self, client: httpx.Client, endpoint: Endpoint, repo: str, creds: Credentials | None):
+        self._client = client
+        self.endpoint = endpoint
+        self.repo = repo
+        self._creds = creds
+        self._auth_header: str | None = None
+
+    def _url(self, kind: str, ref: str) -> str:
+        return f"{self.endpoint.base_url}/v2/{self.repo}/{kind}/{ref}"
+
+    def _request(self, method: str, url: str, *, headers: dict[str, str], stream: bool = False) -> httpx.Response:
+        for attempt in range(2):
+            hdrs = dict(headers)
+            if self._auth_header:
+                hdrs["Authorization"] = self._auth_header
+            try:
+                req = self._client.build_request(method, url, headers=hdrs)
+                resp = self._client.send(req, stream=stream, follow_redirects=True)
+            except httpx.TimeoutException as exc:
+                raise Unavailable(f"{self.endpoint.base_url}: timed out: {exc}") from None
+            except httpx.TransportError as exc:
+                raise Unavailable(f"{self.endpoint.base_url}: cannot connect: {exc}") from None
+            if resp.status_code == 401 and attempt == 0 and self._authenticate(resp):
+                resp.close()
+                continue
+            return resp
+        return resp
+
+    def _authenticate(self, resp: httpx.Response) -> bool:
+        """Answer a 401 challenge; False when there is nothing more to try."""
+        challenge = resp.headers.get("WWW-Authenticate", "")
+        scheme, _, params_text = challenge.partition(" ")
+        params = dict(re.findall(r'(\w+)="([^"]*)"', params_text))
+        if scheme.lower() == "basic":
+            if not self._creds or not self._creds.username:
+                return False
+            raw = f"{self._creds.username}:{self._creds.password}".encode()
+            self._auth_header = "Basic " + base64.b64encode(raw).decode()
+            return True
+        if scheme.lower() != "bearer" or "realm" not in params:
+            return False
+        query = {"service": params.get("service", ""), "scope": params.get("scope") or f"repository:{self.repo}:pull"}
+        auth = None
+        if self._creds and self._creds.username:
+            auth = (self._creds.username, self._creds.password)
+        try:
+            token_resp = self._client.get(params["realm"], params={k: v for k, v in query.items() if v}, auth=auth)
+        except httpx.TransportError as exc:
+            raise Unavailable(f"token service {params['realm']}: {exc}") from None
+        if token_resp.status_code != 200:
+            raise _status_error(token_resp, f"token service {params['realm']}")
+        body = token_resp.json()
+        token = body.get("token") or body.get("access_token")
+        if not token:
+            raise Unauthenticated(f"token service {params['realm']} returned no token")
+        self._auth_header = f"Bearer {token}"
+        return True
+
+    def manifest(self, ref: str) -> tuple[str, str, bytes]:
+        """(media type, digest, raw bytes) of a manifest or index by tag or digest."""
+        url = self._url("manifests", ref)
+        resp = self._request("GET", url, headers={"Accept": ACCEPT})
+        if resp.status_code != 200:
+            raise _status_error(resp, f"manifest {self.repo}:{ref} on {self.endpoint.base_url}")
+        data = resp.content
+        digest = _digest_of(data)
+        if ref.startswith("sha256:") and digest != ref:
+            raise Internal(f"manifest {self.repo}@{ref}: digest mismatch (got {digest})")
+        media = resp.headers.get("Content-Type", "").split(";")[0].strip()
+        if media not in (*INDEX_TYPES, *MANIFEST_TYPES):
+            media = json.loads(data).get("mediaType", media)
+        return media, digest, data
+
+    def blob_bytes(self, digest: str, size: int) -> bytes:
+        """A small blob (a config) in memory, verified."""
+        chunks = list(self._blob_chunks(digest, size))
+        return b"".join(chunks)
+
+    def fetch_blob(self, digest: str, size: int, dest: Path) -> None:
+        """Stream a blob into ``dest`` (a temp path), verifying digest and size."""
+        with open(dest, "wb") as out:
+            for chunk in self._blob_chunks(digest, size):
+                out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+
+    def _blob_chunks(self, digest: str, size: int) -> Iterator[bytes]:
+        url = self._url("blobs", digest)
+        resp = self._request("GET", url, headers={}, stream=True)
+        try:
+            if resp.status_code != 200:
+                resp.read()
+                raise _status_error(resp, f"blob {digest} of {self.repo}")
+            hasher = hashlib.sha256()
+            got = 0
+            for chunk in resp.iter_bytes(CHUNK):
+                got += len(chunk)
+                if got > size:
+                    raise Internal(f"blob {digest} of {self.repo}: larger than its declared {size} bytes")
+                hasher.update(chunk)
+                yield chunk
+        finally:
+            resp.close()
+        if got != size:
+            raise Internal(f"blob {digest} of {self.repo}: {got} bytes, expected {size}")
+        if "sha256:" + hasher.hexdigest() != digest:
+            raise Internal(f"blob {digest} of {self.repo}: digest mismatch (content is corrupt)")
+
+
+def choose_platform(index: dict[str, Any], want: tuple[str, str] = HOST_PLATFORM) -> dict[str, Any]:
+    """The manifest descriptor of an index for our platform; NotFound naming what exists."""
+    available = []
+    for desc in index.get("manifests", []):
+        plat = desc.get("platform") or {}
+        available.append(f"{plat.get('os')}/{plat.get('architecture')}")
+        if (plat.get("os"), plat.get("architecture")) == want:
+            return desc
+    raise NotFound(f"no image for {want[0]}/{want[1]}; the index has: {', '.join(available) or 'nothing'}")
+
+
+def new_http_client(insecure: bool = False) -> httpx.Client:
+    """An HTTP client with sane timeouts; certificate checks off only for insecure hosts."""
+    return httpx.Client(timeout=httpx.Timeout(30.0, connect=10.0), verify=not insecure, follow_redirects=True)

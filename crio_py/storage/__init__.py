@@ -1,0 +1,1 @@
+"""Storage: the shared layer store and overlay mounts of container root filesystems."""

@@ -1,0 +1,239 @@
+"""The layer store: each image layer unpacked once into ``<root>/layers/<chain-id>/diff``.
+
+Layers are keyed by chain id (the diff id of a layer combined with its parents', as in the OCI
+image spec), so images sharing a base share its directories. Unpacking converts OCI whiteouts
+to overlayfs form (``.wh.x`` -> a 0:0 character device, ``.wh..wh..opq`` -> the
+``trusted.overlay.opaque`` xattr), keeps ownership, modes, mtimes, xattrs, links and devices, and
+refuses entries that would land outside the layer. A layer becomes visible only once complete
+(unpacked into a temporary directory, then renamed).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import logging
+import os
+import shutil
+import stat
+import tarfile
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import zstandard
+
+from crio_py.errors import Internal, InvalidArgument
+from crio_py.state import write_atomic
+
+log = logging.getLogger(__name__)
+WHITEOUT = ".wh."
+OPAQUE = ".wh..wh..opq"
+_GZIP_MAGIC = b"\x1f\x8b"
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+def chain_ids(diff_ids: Iterable[str]) -> list[str]:
+    """ChainID(L0) = DiffID(L0); ChainID(Ln) = sha256(ChainID(Ln-1) + " " + DiffID(Ln))."""
+    out: list[str] = []
+    for diff_id in diff_ids:
+        if not out:
+            out.append(diff_id)
+        else:
+            out.append("sha256:" + hashlib.sha256(f"{out[-1]} {diff_id}".encode()).hexdigest())
+    return out
+
+
+class _HashingReader(io.RawIOBase):
+    """Counts and hashes what is read through it (the uncompressed layer: its diff id)."""
+
+    def __init__(self, inner: IO[bytes]):
+        self._inner = inner
+        self.hasher = hashlib.sha256()
+        self.size = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        data = self._inner.read(len(buffer))
+        n = len(data)
+        buffer[:n] = data
+        self.hasher.update(data)
+        self.size += n
+        return n
+
+    def drain(self) -> None:
+        while self._inner and self.read(1024 * 1024):
+            pass
+
+
+def _decompressed(raw: IO[bytes]) -> IO[bytes]:
+    head = raw.read(4)
+    raw.seek(0)
+    if head.startswith(_GZIP_MAGIC):
+        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
+    if head == _ZSTD_MAGIC:
+        return zstandard.ZstdDecompressor().stream_reader(raw)  # type: ignore[return-value]
+    return raw
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    chain_id: str
+    diff_id: str
+    size: int
+
+
+class LayerStore:
+    """Unpacked layers under ``<root>/layers``; safe for concurrent pulls of shared layers."""
+
+    def __init__(self, root: Path):
+        self.root = root / "layers"
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+        for leftover in self.root.glob(".tmp-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+    def _dir(self, chain_id: str) -> Path:
+        return self.root / chain_id.removeprefix("sha256:")
+
+    def diff_dir(self, chain_id: str) -> Path:
+        """The overlay lowerdir of a layer."""
+        return self._dir(chain_id) / "diff"
+
+    def has(self, chain_id: str) -> bool:
+        return (self._dir(chain_id) / "layer.json").exists()
+
+    def lock(self, chain_id: str) -> threading.Lock:
+        """One lock per layer: two pulls sharing a layer unpack it once."""
+        with self._guard:
+            return self._locks.setdefault(chain_id, threading.Lock())
+
+    def add(self, chain_id: str, diff_id: str, blob: Path) -> LayerInfo:
+        """Unpack a (compressed) layer blob; the uncompressed stream must hash to ``diff_id``."""
+        tmp = self.root / f".tmp-{chain_id.removeprefix('sha256:')}-{os.getpid()}-{threading.get_ident()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        (tmp / "diff").mkdir(parents=True)
+        try:
+            with open(blob, "rb") as raw:
+                reader = _HashingReader(_decompressed(raw))
+                unpack(io.BufferedReader(reader, 1024 * 1024), tmp / "diff")
+                reader.drain()
+            got = "sha256:" + reader.hasher.hexdigest()
+            if got != diff_id:
+                raise Internal(f"layer {chain_id}: uncompressed content is {got}, the image config says {diff_id}")
+            info = LayerInfo(chain_id=chain_id, diff_id=diff_id, size=reader.size)
+            write_atomic(tmp / "layer.json", json.dumps(info.__dict__).encode())
+            os.rename(tmp, self._dir(chain_id))
+            return info
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    def add_tar_bytes(self, chain_id: str, diff_id: str, data: bytes) -> LayerInfo:
+        """Unpack an in-memory uncompressed tar (locally built layers, e.g. the pause image)."""
+        blob = self.root / f".tmp-blob-{os.getpid()}-{threading.get_ident()}"
+        blob.write_bytes(data)
+        try:
+            return self.add(chain_id, diff_id, blob)
+        finally:
+            blob.unlink(missing_ok=True)
+
+    def chain_ids(self) -> list[str]:
+        return ["sha256:" + p.name for p in self.root.iterdir() if not p.name.startswith(".")]
+
+    def remove(self, chain_id: str) -> None:
+        shutil.rmtree(self._dir(chain_id), ignore_errors=True)
+
+
+def _safe_target(root: Path, name: str) -> Path:
+    """The path of a tar entry inside ``root``; refuse anything that would leave it."""
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if not parts or any(p == ".." for p in parts):
+        raise InvalidArgument(f"layer entry {name!r} escapes the layer root")
+    current = root
+    for part in parts[:-1]:
+        current = current / part
+        if current.is_symlink():
+            raise InvalidArgument(f"layer entry {name!r} would be written through the symlink {part!r}")
+    return root.joinpath(*parts)
+
+
+def _remove_existing(path: Path) -> None:
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        path.unlink()
+
+
+def unpack(stream: IO[bytes], root: Path) -> None:
+    """Extract a layer tar from ``stream`` into ``root`` in overlayfs form (see module docs)."""
+    dir_times: list[tuple[Path, int]] = []
+    with tarfile.open(fileobj=stream, mode="r|") as tar:
+        for member in tar:
+            target = _safe_target(root, member.name)
+            parent, base = target.parent, target.name
+            parent.mkdir(parents=True, exist_ok=True)
+            if base == OPAQUE:
+                os.setxattr(parent, "trusted.overlay.opaque", b"y")
+                continue
+            if base.startswith(WHITEOUT):
+                hidden = parent / base[len(WHITEOUT) :]
+                if hidden.is_dir() and not hidden.is_symlink():
+                    shutil.rmtree(hidden)
+                else:
+                    _remove_existing(hidden)
+                os.mknod(hidden, stat.S_IFCHR | 0o000, os.makedev(0, 0))
+                continue
+            if member.isdir():
+                if target.exists() and not target.is_dir():
+                    target.unlink()
+                target.mkdir(exist_ok=True)
+            else:
+                _remove_existing(target)
+                if member.isreg():
+                    src = tar.extractfile(member)
+                    assert src is not None
+                    with open(target, "wb") as out:
+                        shutil.copyfileobj(src, out, 1024 * 1024)
+                elif member.issym():
+                    os.symlink(member.linkname, target)
+                elif member.islnk():
+                    source = _safe_target(root, member.linkname)
+                    if not source.exists() and not source.is_symlink():
+                        raise InvalidArgument(f"layer hard link {member.name!r} -> {member.linkname!r}: no such entry")
+                    os.link(source, target, follow_symlinks=False)
+                    continue  # a hard link shares the source's metadata
+                elif member.ischr() or member.isblk():
+                    kind = stat.S_IFCHR if member.ischr() else stat.S_IFBLK
+                    os.mknod(target, kind | member.mode, os.makedev(member.devmajor, member.devminor))
+                elif member.isfifo():
+                    os.mkfifo(target, member.mode)
+                else:
+                    continue
+            _apply_metadata(target, member)
+            if member.isdir():
+                dir_times.append((target, int(member.mtime)))
+    # Directory mtimes last: creating entries inside them changed them.
+    for path, mtime in reversed(dir_times):
+        os.utime(path, (mtime, mtime))
+
+
+def _apply_metadata(target: Path, member: tarfile.TarInfo) -> None:
+    os.lchown(target, member.uid, member.gid)
+    for key, value in member.pax_headers.items():
+        if key.startswith("SCHILY.xattr."):
+            try:
+                os.setxattr(target, key[len("SCHILY.xattr.") :], value.encode("utf-8", "surrogateescape"),
+                            follow_symlinks=False)
+            except OSError as exc:
+                log.debug("xattr not kept", extra={"path": str(target), "error": str(exc)})
+    if not member.issym():
+        os.chmod(target, member.mode)
+        os.utime(target, (member.mtime, member.mtime))
+    else:
+        os.utime(target, (member.mtime, member.mtime), follow_symlinks=False)
