@@ -1,0 +1,129 @@
+"""Small OCI images built from files on this machine, pushed to a test registry.
+
+``busybox``: Debian's dynamic busybox plus the host's libc, with /etc/passwd and /etc/group that
+tests resolve users against. Other builders add a layer with whiteouts, a zstd layer, a USER, or
+an index with an arm64 entry.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import zstandard
+
+from tests.support.busybox_rootfs import busybox_rootfs
+from tests.support.registry import (
+    LAYER_GZIP,
+    LAYER_TAR,
+    LAYER_ZSTD,
+    OCI_CONFIG,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    Registry,
+    digest,
+)
+
+PASSWD = (
+    "root:x:0:0:root:/root:/bin/sh\n"
+    "app:x:1000:1000:app:/home/app:/bin/sh\n"
+    "nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
+)
+GROUP = "root:x:0:\napp:x:1000:\nwheel:x:10:app\naudio:x:29:app\nnogroup:x:65534:\n"
+
+
+@dataclass(frozen=True)
+class Layer:
+    tar: bytes  # uncompressed
+    media_type: str = LAYER_GZIP
+
+    @property
+    def blob(self) -> bytes:
+        if self.media_type == LAYER_GZIP:
+            return gzip.compress(self.tar, compresslevel=1, mtime=0)
+        if self.media_type == LAYER_ZSTD:
+            return zstandard.ZstdCompressor().compress(self.tar)
+        return self.tar
+
+
+def tar_of_dir(root: Path) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for path in sorted(root.rglob("*")):
+            tar.add(path, arcname=str(path.relative_to(root)), recursive=False)
+    return buf.getvalue()
+
+
+def tar_of_entries(entries: dict[str, bytes | None]) -> bytes:
+    """A layer from {path: content}; None makes a directory."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, content in entries.items():
+            info = tarfile.TarInfo(name)
+            if content is None:
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+                tar.addfile(info)
+            else:
+                info.size, info.mode = len(content), 0o644
+                tar.addfile(info, io.BytesIO(content))
+    return buf.getvalue()
+
+
+def busybox_layer() -> Layer:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = busybox_rootfs(Path(tmp) / "rootfs")
+        (root / "etc" / "passwd").write_text(PASSWD)
+        (root / "etc" / "group").write_text(GROUP)
+        (root / "home" / "app").mkdir(parents=True, exist_ok=True)
+        return Layer(tar_of_dir(root))
+
+
+def push_image(
+    registry: Registry, repo: str, tag: str, layers: list[Layer], config: dict[str, Any] | None = None,
+    arch: str = "amd64",
+) -> tuple[str, str]:
+    """Push layers + config as an OCI image; returns (manifest digest, image id)."""
+    image_config = {
+        "architecture": arch,
+        "os": "linux",
+        "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": ["sh"],
+                   **(config or {})},
+        "rootfs": {"type": "layers", "diff_ids": [digest(layer.tar) for layer in layers]},
+    }
+    config_raw = json.dumps(image_config).encode()
+    descriptors = []
+    for layer in layers:
+        blob = layer.blob
+        descriptors.append({"mediaType": layer.media_type, "digest": registry.push_blob(repo, blob), "size": len(blob)})
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, "digest": registry.push_blob(repo, config_raw), "size": len(config_raw)},
+        "layers": descriptors,
+    }
+    return registry.push_manifest(repo, tag, manifest), digest(config_raw)
+
+
+def push_index(registry: Registry, repo: str, tag: str, entries: list[tuple[str, str]]) -> str:
+    """An OCI index of already-pushed manifests: [(manifest digest, arch)]."""
+    manifests = []
+    for dgst, arch in entries:
+        manifests.append({"mediaType": OCI_MANIFEST, "digest": dgst, "size": len(_fetch_manifest(registry, repo, dgst)),
+                          "platform": {"os": "linux", "architecture": arch}})
+    return registry.push_manifest(repo, tag, {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests})
+
+
+def _fetch_manifest(registry: Registry, repo: str, dgst: str) -> bytes:
+    with registry.client() as c:
+        resp = c.get(f"/v2/{repo}/manifests/{dgst}", headers={"Accept": OCI_MANIFEST})
+        resp.raise_for_status()
+        return resp.content
+
+
+__all__ = ["LAYER_TAR", "LAYER_ZSTD", "Layer", "busybox_layer", "push_image", "push_index", "tar_of_entries"]
