@@ -30,8 +30,32 @@ YAML
 fi
 crio-py config >/dev/null   # refuse to go on with an invalid configuration
 
-if [ -x hack/install-cni.sh ]; then
-    hack/install-cni.sh "$PREFIX/venv/bin/python"
+# Our CNI plugins (thin launchers in front of the plugin service the daemon runs), and a
+# default network unless the machine has one: bridge cni0 on 10.85.0.0/16 with hostPorts.
+"$PREFIX/venv/bin/python" -m cni_plugins.install /usr/libexec/crio-py/cni --python "$PREFIX/venv/bin/python"
+install -d -m 0755 /etc/cni/net.d
+if ! ls /etc/cni/net.d/*.conf /etc/cni/net.d/*.conflist /etc/cni/net.d/*.json >/dev/null 2>&1; then
+    cat > /etc/cni/net.d/10-crio-py.conflist <<'JSON'
+{
+  "cniVersion": "1.0.0",
+  "name": "crio-py",
+  "plugins": [
+    {
+      "type": "bridge",
+      "bridge": "cni0",
+      "isGateway": true,
+      "ipMasq": true,
+      "hairpinMode": true,
+      "ipam": {
+        "type": "host-local",
+        "routes": [{"dst": "0.0.0.0/0"}],
+        "ranges": [[{"subnet": "10.85.0.0/16", "gateway": "10.85.0.1"}]]
+      }
+    },
+    {"type": "portmap", "capabilities": {"portMappings": true}}
+  ]
+}
+JSON
 fi
 
 if [ "$START" = 1 ]; then

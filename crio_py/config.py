@@ -47,6 +47,7 @@ class CNIConfig:
     plugin_dirs: list[str] = field(default_factory=list)
     cache_dir: str = "/var/lib/cni/crio-py"
     plugin_timeout: int = 60
+    plugin_service: bool = True
 
 
 @dataclass(frozen=True)

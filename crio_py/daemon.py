@@ -24,7 +24,7 @@ from crio_py.config import Config, ConfigSources
 from crio_py.container import ContainerManager
 from crio_py.image import ImageManager
 from crio_py.monitor import MonitorClient
-from crio_py.network import CNIManager
+from crio_py.network import CNIManager, start_plugin_service, stop_plugin_service
 from crio_py.sandbox import SandboxManager
 from crio_py.server.grpc_server import CRIServer
 from crio_py.server.image_service import ImageService
@@ -102,6 +102,10 @@ class Daemon:
         config = self.current_config
         store = RecordStore(Path(cfg.root))
         self.network = CNIManager(cfg.cni)
+        self.cni_service = None
+        if cfg.cni.plugin_service:
+            run_root = Path(cfg.run_root)
+            self.cni_service = start_plugin_service(run_root / "cni-plugins.sock", run_root / "cni-plugins.log")
         self.images = ImageManager(config, store)
         monitors = MonitorClient(Path(cfg.run_root) / "monitors")
         self.sandboxes = SandboxManager(config, store, self.images, self.network, monitors)
@@ -167,6 +171,7 @@ class Daemon:
         grace = float(self.config.shutdown_grace)
         log.info("shutting down: finishing in-flight RPCs", extra={"grace_seconds": grace})
         self.server.stop(grace)
+        stop_plugin_service(self.cni_service)
         log.info("crio-py stopped; containers keep running under their monitors")
 
 

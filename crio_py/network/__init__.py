@@ -6,6 +6,7 @@ A mechanism layer: it takes plain dataclasses and knows nothing of gRPC or of po
 from crio_py.network.manager import CNIManager
 from crio_py.network.model import AttachmentResult, NetworkStatus, PodAttachment, PortMapping
 from crio_py.network.netns import create_netns, remove_netns, set_loopback_up
+from crio_py.network.plugin_service import start_plugin_service, stop_plugin_service
 
 __all__ = [
     "AttachmentResult",
@@ -16,4 +17,6 @@ __all__ = [
     "create_netns",
     "remove_netns",
     "set_loopback_up",
+    "start_plugin_service",
+    "stop_plugin_service",
 ]

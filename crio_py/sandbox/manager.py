@@ -205,14 +205,14 @@ class SandboxManager:
                 step = "network namespace"
                 pod.netns_path = str(network.create_netns(self._run_root / "netns", pod.id))
                 undo.push("netns", lambda: network.remove_netns(Path(pod.netns_path)))
+                # lo is the runtime's own business (cheaper than exec'ing the loopback plugin).
+                network.set_loopback_up(Path(pod.netns_path))
                 if self._cni.status().ready:
                     step = "CNI ADD"
                     undo.push("CNI DEL", lambda: self._cni.teardown(self._attachment(pod)))
                     result = self._cni.setup(self._attachment(pod))
                     pod.network_attached = True
                     pod.ips = list(result.ips)
-                else:
-                    network.set_loopback_up(Path(pod.netns_path))
                 pod_files.write_hosts(Path(pod.pod_dir), hostname, pod.ips)
 
             step = "cgroup"

@@ -6,6 +6,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,9 +22,10 @@ pytestmark = pytest.mark.e2e
 REFERENCE_PLUGINS = "/usr/lib/cni"
 
 
-@pytest.fixture
-def network(daemon_handle: DaemonHandle, workdir: Path) -> Iterator[dict[str, str]]:
-    """A bridge + host-local + portmap network of the test's own, with its cleanup."""
+@pytest.fixture(params=["reference-plugins", "crio-py-plugins"])
+def network(request: pytest.FixtureRequest, daemon_handle: DaemonHandle, workdir: Path) -> Iterator[dict[str, str]]:
+    """A bridge + host-local + portmap network of the test's own (made by the reference plugins
+    or by ours, behind the daemon's plugin service), with its cleanup."""
     bridge = unique("cpe")[:15]
     subnet_octet = 100 + int.from_bytes(os.urandom(1)) % 100
     net = {
@@ -53,7 +55,12 @@ def network(daemon_handle: DaemonHandle, workdir: Path) -> Iterator[dict[str, st
     }
     conf_dir = Path(daemon_handle.config["cni"]["conf_dir"])
     (conf_dir / "10-e2e.conflist").write_text(json.dumps(conflist))
-    daemon_handle.config["cni"]["plugin_dirs"] = [REFERENCE_PLUGINS]
+    if request.param == "reference-plugins":
+        daemon_handle.config["cni"]["plugin_dirs"] = [REFERENCE_PLUGINS]
+    else:
+        ours = workdir / "cni-bin"
+        subprocess.run([sys.executable, "-m", "cni_plugins.install", str(ours)], check=True)
+        daemon_handle.config["cni"]["plugin_dirs"] = [str(ours)]
     forward = Path("/proc/sys/net/ipv4/ip_forward").read_text()
     try:
         yield net
