@@ -29,7 +29,7 @@ from crio_py.sandbox import Sandbox, SandboxManager
 from crio_py.spec.limits import linux_resources
 from crio_py.spec.mounts import check_mount_propagation
 from crio_py.state import IdIndex, NameRegistry, RecordStore, new_id
-from crio_py.storage import overlay
+from crio_py.storage import mounts, overlay
 from crio_py.undo import UndoStack
 
 log = logging.getLogger(__name__)
@@ -178,7 +178,7 @@ class ContainerManager:
             overlay.mount_overlay(
                 self._images.lowerdirs(ctr.image_id), bundle / "upper", bundle / "work", bundle / "rootfs"
             )
-            undo.push("rootfs", lambda: overlay.unmount(bundle / "rootfs"))
+            undo.push("rootfs", lambda: mounts.unmount(bundle / "rootfs"))
 
             step = "spec"
             image_config = self._images.image_config(ctr.image_id)
@@ -302,7 +302,7 @@ class ContainerManager:
             ("runtime delete", lambda: self._runtime(ctr).delete(ctr.id, force=True)),
         ]
         if ctr.rootfs:
-            steps.append(("rootfs", lambda: overlay.unmount(Path(ctr.rootfs))))
+            steps.append(("rootfs", lambda: mounts.unmount(Path(ctr.rootfs))))
         if ctr.bundle:
             steps.append(("bundle", lambda: shutil.rmtree(ctr.bundle, ignore_errors=True)))
         if ctr.cgroups_path:

@@ -29,7 +29,7 @@ from crio_py.sandbox.model import CREATING, NOTREADY, READY, Sandbox, reserved_n
 from crio_py.sandbox.validate import check_pod_config
 from crio_py.spec.security import pod_sysctls
 from crio_py.state import IdIndex, NameRegistry, RecordStore, new_id
-from crio_py.storage import overlay
+from crio_py.storage import mounts, overlay
 from crio_py.undo import UndoStack
 
 log = logging.getLogger(__name__)
@@ -198,8 +198,8 @@ class SandboxManager:
             pod_files.write_pod_files(Path(pod.pod_dir), hostname, pod.config.dns_config, [])
             if ns.ipc != pb.NODE:
                 pod.shm_path = str(Path(pod.pod_dir) / "shm")
-                pod_files.mount_shm(Path(pod.shm_path), cfg.shm_size)
-                undo.push("shm", lambda: pod_files.unmount(Path(pod.shm_path)))
+                mounts.mount_tmpfs(Path(pod.shm_path), cfg.shm_size)
+                undo.push("shm", lambda: mounts.unmount(Path(pod.shm_path)))
 
             if not pod.host_network:
                 step = "network namespace"
@@ -227,7 +227,7 @@ class SandboxManager:
             overlay.mount_overlay(
                 self._images.lowerdirs(image.id), bundle / "upper", bundle / "work", bundle / "rootfs", readonly=True
             )
-            undo.push("pause rootfs", lambda: overlay.unmount(bundle / "rootfs"))
+            undo.push("pause rootfs", lambda: mounts.unmount(bundle / "rootfs"))
 
             step = "pause spec"
             oci_spec = spec.sandbox_spec(
@@ -368,11 +368,11 @@ class SandboxManager:
         if pod.network_attached:
             steps.append(("CNI DEL", lambda: self._cni.teardown(self._attachment(pod))))
         if pod.rootfs:
-            steps.append(("pause rootfs", lambda: overlay.unmount(Path(pod.rootfs))))
+            steps.append(("pause rootfs", lambda: mounts.unmount(Path(pod.rootfs))))
         if pod.bundle:
             steps.append(("bundle", lambda: shutil.rmtree(pod.bundle, ignore_errors=True)))
         if pod.shm_path:
-            steps.append(("shm", lambda: pod_files.unmount(Path(pod.shm_path))))
+            steps.append(("shm", lambda: mounts.unmount(Path(pod.shm_path))))
         if pod.pod_dir:
             steps.append(("pod files", lambda: shutil.rmtree(pod.pod_dir, ignore_errors=True)))
         if pod.netns_path:

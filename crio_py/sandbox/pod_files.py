@@ -1,22 +1,17 @@
-"""The files every container of a pod shares: hostname, hosts, resolv.conf and the /dev/shm tmpfs.
+"""The files every container of a pod shares: hostname, hosts and resolv.conf.
 
 They live on the host under ``<run_root>/pods/<pod-id>/`` and are bind-mounted into each
 container, so that a change (e.g. kubelet-managed /etc/hosts entries) is seen by all of them.
+The pod's /dev/shm is a tmpfs mounted beside them (crio_py.storage.mounts).
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import errno
-import os
 from pathlib import Path
 
 from crio_py.cri import api_pb2 as pb
 from crio_py.state import write_atomic
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-_MNT_DETACH = 2
 HOST_RESOLV_CONF = Path("/etc/resolv.conf")
 
 
@@ -67,21 +62,3 @@ def write_pod_files(pod_dir: Path, hostname: str, dns: pb.DNSConfig, ips: list[s
 def write_hosts(pod_dir: Path, hostname: str, ips: list[str]) -> None:
     """(Re)write the pod's /etc/hosts, e.g. once CNI has given the pod its IPs."""
     write_atomic(pod_dir / "hosts", render_hosts(hostname, ips).encode(), mode=0o644)
-
-
-def mount_shm(target: Path, size: int) -> None:
-    """A size-limited tmpfs for the pod's /dev/shm, shared by its containers."""
-    target.mkdir(parents=True, exist_ok=True, mode=0o755)
-    opts = f"mode=1777,size={size}".encode()
-    flags = 0x2 | 0x4 | 0x8  # MS_NOSUID | MS_NODEV | MS_NOEXEC
-    if _libc.mount(b"shm", str(target).encode(), b"tmpfs", flags, opts) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"mount tmpfs on {target}: {os.strerror(err)}")
-
-
-def unmount(target: Path) -> None:
-    """Unmount ``target`` if it is mounted (lazily, so a busy mount still goes away)."""
-    if _libc.umount2(str(target).encode(), _MNT_DETACH) != 0:
-        err = ctypes.get_errno()
-        if err not in (errno.EINVAL, errno.ENOENT):
-            raise OSError(err, f"umount {target}: {os.strerror(err)}")

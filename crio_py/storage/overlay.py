@@ -9,24 +9,17 @@ does), which keeps deep images mountable.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import errno
 import os
 from pathlib import Path
 
 from crio_py.errors import Internal
+from crio_py.storage.mounts import MS_RDONLY, mount
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-_MNT_DETACH = 2
-_MS_RDONLY = 1
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 def _mount(data: str, target: Path, flags: int) -> None:
-    if _libc.mount(b"overlay", str(target).encode(), b"overlay", flags, data.encode()) != 0:
-        err = ctypes.get_errno()
-        raise Internal(f"overlay mount on {target} failed: {os.strerror(err)} (options: {data[:300]})")
+    mount("overlay", target, "overlay", flags, data)
 
 
 def mount_overlay(lowerdirs: list[Path], upper: Path, work: Path, target: Path, readonly: bool = False) -> None:
@@ -40,7 +33,7 @@ def mount_overlay(lowerdirs: list[Path], upper: Path, work: Path, target: Path, 
             empty = upper.parent / "empty"
             empty.mkdir(exist_ok=True)
             lowers.append(empty)
-        data, flags = "lowerdir=" + ":".join(map(str, lowers)), _MS_RDONLY
+        data, flags = "lowerdir=" + ":".join(map(str, lowers)), MS_RDONLY
     else:
         upper.mkdir(parents=True, exist_ok=True)
         work.mkdir(parents=True, exist_ok=True)
@@ -63,15 +56,3 @@ def mount_overlay(lowerdirs: list[Path], upper: Path, work: Path, target: Path, 
     _, status = os.waitpid(pid, 0)
     if os.waitstatus_to_exitcode(status) != 0:
         raise Internal(f"overlay mount on {target} with {len(lowers)} layers failed")
-
-
-def unmount(target: Path) -> None:
-    """Unmount ``target`` if mounted (lazily when busy); idempotent."""
-    if _libc.umount2(str(target).encode(), 0) == 0:
-        return
-    err = ctypes.get_errno()
-    if err in (errno.EINVAL, errno.ENOENT):
-        return
-    if err == errno.EBUSY and _libc.umount2(str(target).encode(), _MNT_DETACH) == 0:
-        return
-    raise Internal(f"unmounting {target}: {os.strerror(err)}")
