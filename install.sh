@@ -15,7 +15,7 @@ for arg in "$@"; do
     esac
 done
 
-PREFIX=/opt/crio-py
+PREFIX=${CRIO_PY_PREFIX:-/opt/crio-py}
 apt_install "${RUNTIME_DEBS[@]}"
 make_venv "$PREFIX/venv" .
 ln -sf "$PREFIX/venv/bin/crio-py" /usr/local/bin/crio-py
