@@ -18,16 +18,18 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from crio_py.config import Config
 from crio_py.errors import CrioError, FailedPrecondition, Internal, NotFound
 from crio_py.image.model import AuthConfig, FsUsage, ImageRecord, user_of
 from crio_py.image.pause import build_pause_layer, config_digest
-from crio_py.registry import client as registry
 from crio_py.registry.reference import Reference, looks_like_id, parse
 from crio_py.state import RecordStore, write_atomic
 from crio_py.storage.layers import LayerStore, chain_ids
+
+if TYPE_CHECKING:
+    from crio_py.registry import client as registry
 
 log = logging.getLogger(__name__)
 KIND = "images"
@@ -119,6 +121,9 @@ class ImageManager:
             return self._pull(ref, auth)
 
     def _pull(self, ref: Reference, auth: AuthConfig | None) -> ImageRecord:
+        # The HTTP stack (httpx, anyio, asyncio...) costs the daemon ~7 MiB: load it at the first pull.
+        from crio_py.registry import client as registry
+
         cfg = self._config().registries
         creds = _credentials(ref, auth, cfg.auth_file)
         errors: list[CrioError] = []
@@ -142,6 +147,8 @@ class ImageManager:
         raise errors[-1]
 
     def _pull_from(self, session: registry.RegistrySession, ref: Reference, parallel: int) -> ImageRecord:
+        from crio_py.registry import client as registry
+
         media, top_digest, raw = session.manifest(ref.object)
         manifest = json.loads(raw)
         if media in registry.INDEX_TYPES or "manifests" in manifest:
@@ -302,6 +309,8 @@ def _host(url: str) -> str:
 
 def _credentials(ref: Reference, auth: AuthConfig | None, auth_file: str) -> registry.Credentials | None:
     """Credentials from the request, else from the docker-style auth file."""
+    from crio_py.registry import client as registry
+
     if auth and (auth.username or auth.auth):
         if auth.auth and not auth.username:
             user, _, password = base64.b64decode(auth.auth).decode().partition(":")

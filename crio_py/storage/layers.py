@@ -25,8 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-import zstandard
-
 from crio_py.errors import Internal, InvalidArgument
 from crio_py.state import write_atomic
 
@@ -78,6 +76,8 @@ def _decompressed(raw: IO[bytes]) -> IO[bytes]:
     if head.startswith(_GZIP_MAGIC):
         return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
     if head == _ZSTD_MAGIC:
+        import zstandard  # only zstd layers need it; the daemon starts without it
+
         return zstandard.ZstdDecompressor().stream_reader(raw)  # type: ignore[return-value]
     return raw
 
