@@ -149,6 +149,12 @@ class ContainerManager:
         )
         if config.log_path and pod.config.log_directory:
             ctr.log_path = str(Path(pod.config.log_directory) / config.log_path)
+        # Paths decided before the first record, so that a crash mid-create knows what to undo.
+        ctr.bundle = str(self._root / "containers" / ctr.id)
+        ctr.rootfs = str(Path(ctr.bundle) / "rootfs")
+        ctr.cgroups_path = cgroups.container_cgroups_path(
+            cfg.cgroup_manager, pod.cgroup_parent, cgroups.CONTAINER_PREFIX, ctr.id
+        )
         ctx = {"container_id": ctr.id, "pod_id": pod.id, "container": config.metadata.name}
         self.names.reserve(ctr.name, ctr.id)
         with UndoStack("CreateContainer", **ctx) as undo:
@@ -171,8 +177,7 @@ class ContainerManager:
             if ctr.log_path:
                 Path(ctr.log_path).parent.mkdir(parents=True, exist_ok=True)
             step = "rootfs"
-            bundle = self._root / "containers" / ctr.id
-            ctr.bundle, ctr.rootfs = str(bundle), str(bundle / "rootfs")
+            bundle = Path(ctr.bundle)
             bundle.mkdir(parents=True, exist_ok=True, mode=0o700)
             undo.push("bundle", lambda: shutil.rmtree(bundle, ignore_errors=True))
             overlay.mount_overlay(
@@ -186,9 +191,6 @@ class ContainerManager:
             for created in spec.ensure_host_paths(ctr.config.mounts):
                 undo.push("host path", lambda p=created: shutil.rmtree(p, ignore_errors=True))
             check_mount_propagation(ctr.config.mounts)
-            ctr.cgroups_path = cgroups.container_cgroups_path(
-                cfg.cgroup_manager, pod.cgroup_parent, cgroups.CONTAINER_PREFIX, ctr.id
-            )
             runtime = self._sandboxes.runtime(ctr.runtime_handler)
             oci_spec = spec.container_spec(
                 spec.ContainerSpecContext(

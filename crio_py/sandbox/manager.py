@@ -169,6 +169,16 @@ class SandboxManager:
             runtime_handler=runtime_handler or cfg.default_runtime,
             created_at_ns=time.time_ns(),
         )
+        # Every path the pod will own is decided (and recorded) before anything exists, so that a
+        # crash at any later step leaves a "creating" record that says what to clean up.
+        pod.cgroup_parent = cgroups.pod_cgroup_parent(cfg.cgroup_manager, config.linux.cgroup_parent)
+        pod.pod_dir = str(self._run_root / "pods" / pod.id)
+        if ns.ipc != pb.NODE:
+            pod.shm_path = str(Path(pod.pod_dir) / "shm")
+        if ns.network != pb.NODE:
+            pod.netns_path = str(self._run_root / "netns" / pod.id)
+        pod.bundle = str(self._root / "containers" / pod.id)
+        pod.rootfs = str(Path(pod.bundle) / "rootfs")
         ctx = {"pod_id": pod.id, "pod": f"{config.metadata.namespace}/{config.metadata.name}"}
         self.names.reserve(pod.name, pod.id)
         with UndoStack("RunPodSandbox", **ctx) as undo:
@@ -189,21 +199,19 @@ class SandboxManager:
         step = "pause image"
         try:
             image = self._images.ensure_pause_image()
-            ns = pod.namespace_options
 
             step = "pod files"
-            pod.pod_dir = str(self._run_root / "pods" / pod.id)
             undo.push("pod files", lambda: shutil.rmtree(pod.pod_dir, ignore_errors=True))
-            hostname = pod.config.hostname or (os.uname().nodename if pod.host_network else pod.id[:12])
+            # Without a hostname the UTS namespace keeps the node's name: the files say the same.
+            hostname = pod.config.hostname or os.uname().nodename
             pod_files.write_pod_files(Path(pod.pod_dir), hostname, pod.config.dns_config, [])
-            if ns.ipc != pb.NODE:
-                pod.shm_path = str(Path(pod.pod_dir) / "shm")
+            if pod.shm_path:
                 mounts.mount_tmpfs(Path(pod.shm_path), cfg.shm_size)
                 undo.push("shm", lambda: mounts.unmount(Path(pod.shm_path)))
 
-            if not pod.host_network:
+            if pod.netns_path:
                 step = "network namespace"
-                pod.netns_path = str(network.create_netns(self._run_root / "netns", pod.id))
+                network.create_netns(Path(pod.netns_path).parent, pod.id)
                 undo.push("netns", lambda: network.remove_netns(Path(pod.netns_path)))
                 # lo is the runtime's own business (cheaper than exec'ing the loopback plugin).
                 network.set_loopback_up(Path(pod.netns_path))
@@ -215,13 +223,8 @@ class SandboxManager:
                     pod.ips = list(result.ips)
                 pod_files.write_hosts(Path(pod.pod_dir), hostname, pod.ips)
 
-            step = "cgroup"
-            pod.cgroup_parent = cgroups.pod_cgroup_parent(cfg.cgroup_manager, pod.config.linux.cgroup_parent)
-
             step = "pause rootfs"
-            bundle = self._root / "containers" / pod.id
-            pod.bundle = str(bundle)
-            pod.rootfs = str(bundle / "rootfs")
+            bundle = Path(pod.bundle)
             bundle.mkdir(parents=True, exist_ok=True, mode=0o700)
             undo.push("bundle", lambda: shutil.rmtree(bundle, ignore_errors=True))
             overlay.mount_overlay(

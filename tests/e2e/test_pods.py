@@ -203,3 +203,25 @@ def test_restart_keeps_pods_names_and_notices_a_dead_pause(daemon: DaemonHandle,
     with pytest.raises(grpc.RpcError) as err:
         run_pod(daemon, pod_config("keep", cgroup_parent=cgroup_parent))
     assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS
+
+
+def test_a_pod_half_created_when_the_daemon_died_is_undone_at_start(
+    daemon: DaemonHandle, cgroup_parent: str
+) -> None:
+    config = pod_config("crashy", cgroup_parent=cgroup_parent)
+    pod_id = run_pod(daemon, config)
+    _status, info = verbose(daemon, pod_id)
+    daemon.kill()
+    # As if the daemon had died inside RunPodSandbox: everything exists, the record says "creating".
+    record_path = Path(daemon.config["root"]) / "state" / "pods" / f"{pod_id}.json"
+    record = json.loads(record_path.read_text())
+    record["phase"] = "creating"
+    record_path.write_text(json.dumps(record))
+    daemon.start()
+    assert daemon.runtime.ListPodSandbox(pb.ListPodSandboxRequest()).items == []
+    assert not record_path.exists()
+    assert not Path(f"/proc/{info['pid']}").exists()
+    assert not Path(info["netns"]).exists()
+    assert host_mounts_under(daemon.workdir) == []
+    assert not (Path(daemon.config["run_root"]) / "monitors" / pod_id).exists()
+    run_pod(daemon, config)  # the name is free again
