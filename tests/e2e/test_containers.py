@@ -130,6 +130,30 @@ def test_user_resolution_from_the_image_passwd(pod: Pod) -> None:
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "ghost" in err.value.details()
 
 
+def test_supplementary_groups_merge_and_strict(pod: Pod) -> None:
+    # "app" (uid 1000) is in wheel (10) and audio (29) in the image's /etc/group.
+    merged = pod.output(pod.run("merge", "id", security=pb.LinuxContainerSecurityContext(
+        run_as_username="app", supplemental_groups=[4242])))
+    assert merged.split()[:2] == ["uid=1000(app)", "gid=1000(app)"]
+    assert set(merged.split("groups=")[1].strip().split(",")) == {"1000(app)", "10(wheel)", "29(audio)", "4242"}
+    strict = pod.output(pod.run("strict", "id", security=pb.LinuxContainerSecurityContext(
+        run_as_username="app", supplemental_groups=[4242], supplemental_groups_policy=pb.Strict)))
+    assert set(strict.split("groups=")[1].strip().split(",")) == {"1000(app)", "4242"}
+
+
+def test_update_container_resources_changes_the_cgroup(pod: Pod) -> None:
+    cid = pod.run("resizable", "sleep", "300",
+                  resources=pb.LinuxContainerResources(memory_limit_in_bytes=64 * 1024 * 1024))
+    info = json.loads(pod.daemon.runtime.ContainerStatus(
+        pb.ContainerStatusRequest(container_id=cid, verbose=True)).info["info"])
+    dirs = cgroups.find_cgroup_dirs(info["cgroupsPath"])
+    limit_file = dirs["memory"] / "memory.limit_in_bytes" if "memory" in dirs else dirs["unified"] / "memory.max"
+    assert int(limit_file.read_text()) == 64 * 1024 * 1024
+    pod.daemon.runtime.UpdateContainerResources(pb.UpdateContainerResourcesRequest(
+        container_id=cid, linux=pb.LinuxContainerResources(memory_limit_in_bytes=128 * 1024 * 1024)))
+    assert int(limit_file.read_text()) == 128 * 1024 * 1024
+
+
 def test_container_joins_the_pause_namespaces(pod: Pod) -> None:
     cid = pod.run("sleeper", "sleep", "300")
     pid = pod.pid(cid)
