@@ -18,9 +18,16 @@ RUNTIME_API_VERSION = "v1"
 class RuntimeInfoHandlers:
     """Version, Status and the runtime configuration."""
 
-    def __init__(self, config: Callable[[], Config], network_status: Callable[[], NetworkStatus]):
+    def __init__(
+        self,
+        config: Callable[[], Config],
+        network_status: Callable[[], NetworkStatus],
+        recursive_read_only: Callable[[str], bool],
+    ):
         self._config = config
         self._network_status = network_status
+        # Whether a runtime handler can make mounts read-only recursively (it asks the runtime).
+        self._recursive_read_only = recursive_read_only
 
     def Version(self, request: pb.VersionRequest, context: Any) -> pb.VersionResponse:
         return pb.VersionResponse(
@@ -40,7 +47,9 @@ class RuntimeInfoHandlers:
         handlers = [
             pb.RuntimeHandler(
                 name=name,
-                features=pb.RuntimeHandlerFeatures(recursive_read_only_mounts=True, user_namespaces=False),
+                features=pb.RuntimeHandlerFeatures(
+                    recursive_read_only_mounts=self._recursive_read_only(name), user_namespaces=False
+                ),
             )
             for name in ["", *sorted(config.runtimes)]
         ]

@@ -23,6 +23,8 @@ class RuntimeService(RuntimeInfoHandlers, PodSandboxHandlers, ContainerHandlers)
         sandboxes: SandboxManager,
         containers: ContainerManager,
     ):
-        RuntimeInfoHandlers.__init__(self, config, network_status)
+        RuntimeInfoHandlers.__init__(
+            self, config, network_status, lambda name: sandboxes.runtime(name).supports_recursive_read_only()
+        )
         self.sandboxes = sandboxes
         self.containers = containers

@@ -30,6 +30,9 @@ def test_version_and_status_over_the_socket(daemon: DaemonHandle) -> None:
     assert conditions["NetworkReady"].reason == "NetworkPluginNotReady"
     assert "cni" in conditions["NetworkReady"].message.lower()
     assert status.info == {}
+    handlers = {h.name: h.features for h in status.runtime_handlers}
+    assert set(handlers) == {"", "runc"}
+    assert handlers["runc"].recursive_read_only_mounts is True  # runc 1.1.5 reports "rro"
     assert daemon.socket.stat().st_mode & 0o777 == 0o660
 
 
