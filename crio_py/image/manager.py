@@ -113,12 +113,23 @@ class ImageManager:
     # ---- pull --------------------------------------------------------------------------
 
     def pull(self, ref_text: str, auth: AuthConfig | None = None) -> ImageRecord:
-        """Pull ``ref_text`` (mirrors first, then its registry) and return its record."""
+        """Pull ``ref_text`` (mirrors first, then its registry) and return its record.
+
+        The configured pause image never fails to pull: when no registry has it, the local
+        one is used (or built), so that an offline node still runs pods.
+        """
         ref = parse(ref_text)
         with self._lock:
             pull_lock = self._pull_locks.setdefault(str(ref), threading.Lock())
         with pull_lock:
-            return self._pull(ref, auth)
+            try:
+                return self._pull(ref, auth)
+            except CrioError as exc:
+                if ref != parse(self._config().pause_image):
+                    raise
+                log.warning("pause image not pullable; using the local one", extra={"image": str(ref),
+                            "error": exc.message})
+                return self.find(ref_text) or self._build_pause(ref_text)
 
     def _pull(self, ref: Reference, auth: AuthConfig | None) -> ImageRecord:
         # The HTTP stack (httpx, anyio, asyncio...) costs the daemon ~7 MiB: load it at the first pull.
@@ -238,12 +249,7 @@ class ImageManager:
         image = self.find(name)
         if image is not None:
             return image
-        try:
-            image = self.pull(name)
-        except CrioError as exc:
-            log.warning("pause image not pullable; building it locally from catatonit",
-                        extra={"image": name, "error": exc.message})
-            image = self._build_pause(name)
+        image = self.pull(name)
         image.pinned = True
         self._store.write(KIND, image.id.removeprefix("sha256:"), image.to_record())
         return image

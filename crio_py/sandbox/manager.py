@@ -228,7 +228,7 @@ class SandboxManager:
             bundle.mkdir(parents=True, exist_ok=True, mode=0o700)
             undo.push("bundle", lambda: shutil.rmtree(bundle, ignore_errors=True))
             overlay.mount_overlay(
-                self._images.lowerdirs(image.id), bundle / "upper", bundle / "work", bundle / "rootfs", readonly=True
+                self._images.lowerdirs(image.id), bundle / "upper", bundle / "work", bundle / "rootfs"
             )
             undo.push("pause rootfs", lambda: mounts.unmount(bundle / "rootfs"))
 

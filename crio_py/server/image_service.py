@@ -82,5 +82,5 @@ def _to_pb(image: ImageRecord) -> pb.Image:
         uid=pb.Int64Value(value=image.uid) if image.uid is not None else None,
         username=image.username,
         pinned=image.pinned,
-        annotations=image.annotations,
+        spec=pb.ImageSpec(image=image.id, annotations=image.annotations),
     )

@@ -140,3 +140,18 @@ def test_metrics_count_the_calls(daemon: DaemonHandle) -> None:
     assert counts['crio_py_operations_errors_total{code="UNIMPLEMENTED",operation="Attach"}'] == 1
     assert counts['crio_py_operations_latency_seconds_count{operation="Version"}'] >= 3
     assert "process_resident_memory_bytes" in text
+
+
+def test_image_rpcs_answer_for_the_local_pause_image(daemon: DaemonHandle) -> None:
+    pause = daemon.config["pause_image"]
+    # Nothing serves the configured pause image: the daemon builds it from catatonit.
+    daemon.images.PullImage(pb.PullImageRequest(image=pb.ImageSpec(image=pause)), timeout=60)
+    status = daemon.images.ImageStatus(pb.ImageStatusRequest(image=pb.ImageSpec(image=pause), verbose=True))
+    assert status.image.repo_tags == [pause] and status.image.pinned
+    assert json.loads(status.info["info"])["imageSpec"]["config"]["Entrypoint"] == ["/pause", "-P"]
+    listed = daemon.images.ListImages(pb.ListImagesRequest()).images
+    assert [i.id for i in listed] == [status.image.id]
+    assert daemon.images.ImageStatus(pb.ImageStatusRequest(image=pb.ImageSpec(image="nothere:1"))).image.id == ""
+    fs = daemon.images.ImageFsInfo(pb.ImageFsInfoRequest())
+    assert fs.image_filesystems[0].used_bytes.value > 0
+    assert fs.image_filesystems[0].fs_id.mountpoint.endswith("/layers")
