@@ -272,11 +272,9 @@ class ImageManager:
         if image is None:
             return  # removing an unknown image succeeds (CRI semantics)
         with self._lock:
-            named_tag = None
-            if not looks_like_id(ref_or_id):
-                ref = parse(ref_or_id)
-                named_tag = ref.tagged() if not ref.digest else None
-            if named_tag and len(image.repo_tags) > 1:
+            by_id = image.id.removeprefix("sha256:").startswith(ref_or_id.removeprefix("sha256:"))
+            named_tag = None if by_id else parse(ref_or_id).tagged()
+            if named_tag in image.repo_tags and len(image.repo_tags) > 1:
                 image.repo_tags.remove(named_tag)
                 self._store.write(KIND, image.id.removeprefix("sha256:"), image.to_record())
                 return

@@ -56,9 +56,11 @@ class Reference:
 
 
 def looks_like_id(text: str) -> bool:
-    """A full or short image id (``sha256:<hex>`` or bare hex), not a name."""
-    hexpart = text.removeprefix("sha256:")
-    return bool(re.fullmatch(r"[a-f0-9]{6,64}", hexpart)) and (text.startswith("sha256:") or len(hexpart) == 64)
+    """Could be a full or short image id (``sha256:<hex>`` or 6+ hex digits, as crictl prints).
+
+    Short hex is also a valid repository name; like Docker, an id match is tried first.
+    """
+    return bool(re.fullmatch(r"[a-f0-9]{6,64}", text.removeprefix("sha256:")))
 
 
 def parse(text: str) -> Reference:
