@@ -18,7 +18,7 @@ from crio_py.storage.overlay import mount_overlay
 from tests.support.cri import unique
 from tests.support.daemon import DaemonHandle
 from tests.support.oci_images import LAYER_TAR, LAYER_ZSTD, Layer, busybox_layer, push_image, push_index, tar_of_entries
-from tests.support.registry import Registry, digest
+from tests.support.registry import Registry, TokenFront, digest
 
 pytestmark = pytest.mark.e2e
 
@@ -123,6 +123,20 @@ def test_basic_auth(daemon: DaemonHandle) -> None:
         assert pull(daemon, ref, pb.AuthConfig(username="alice", password="s3cret")) == image_id
     finally:
         secured.stop()
+
+
+def test_token_auth(daemon_handle: DaemonHandle, registry: Registry) -> None:
+    repo = unique("token/app")
+    _d, image_id = push_image(registry, repo, "v1", [Layer(tar_of_entries({"t": b"1"}))])
+    front = TokenFront(registry, "bob", "hunter2")
+    try:
+        daemon_handle.config["registries"]["insecure"].append(front.host)
+        daemon_handle.start()
+        ref = f"{front.host}/{repo}:v1"
+        assert pull_error(daemon_handle, ref).code() == grpc.StatusCode.UNAUTHENTICATED
+        assert pull(daemon_handle, ref, pb.AuthConfig(username="bob", password="hunter2")) == image_id
+    finally:
+        front.stop()
 
 
 def test_index_picks_this_platform(daemon: DaemonHandle, registry: Registry) -> None:

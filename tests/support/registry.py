@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import http.server
 import json
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,3 +117,59 @@ class Registry:
             c.put(f"/v2/{repo}/manifests/{ref}", content=raw,
                   headers={"Content-Type": manifest["mediaType"]}).raise_for_status()
         return digest(raw)
+
+
+class TokenFront:
+    """A registry front on 127.0.0.1 that demands bearer tokens (the distribution token flow).
+
+    ``/v2/...`` without ``Authorization: Bearer <token>`` gets 401 and a
+    ``WWW-Authenticate: Bearer realm=.../token`` challenge; ``/token`` hands the token out to
+    ``user``:``password`` (basic auth); requests with the token are proxied to ``backend``.
+    """
+
+    TOKEN = "t0k3n-for-tests"
+
+    def __init__(self, backend: Registry, user: str, password: str):
+        front = self
+        expected_basic = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _send(self, code: int, body: bytes, headers: dict[str, str]) -> None:
+                self.send_response(code)
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
+            def do_GET(self) -> None:
+                if self.path.startswith("/token"):
+                    if self.headers.get("Authorization") != expected_basic:
+                        self._send(401, b'{"errors":[{"code":"UNAUTHORIZED"}]}', {})
+                        return
+                    self._send(200, json.dumps({"token": TokenFront.TOKEN}).encode(), {})
+                    return
+                if self.headers.get("Authorization") != f"Bearer {TokenFront.TOKEN}":
+                    challenge = f'Bearer realm="{front.url}/token",service="test",scope="repository:x:pull"'
+                    self._send(401, b'{"errors":[{"code":"UNAUTHORIZED"}]}', {"WWW-Authenticate": challenge})
+                    return
+                with backend.client() as c:
+                    resp = c.get(self.path, headers={"Accept": self.headers.get("Accept", "*/*")})
+                keep = {k: v for k, v in resp.headers.items() if k.lower() in ("content-type", "docker-content-digest")}
+                self._send(resp.status_code, resp.content, keep)
+
+            do_HEAD = do_GET
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.host = f"127.0.0.1:{self._server.server_address[1]}"
+        self.url = f"http://{self.host}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
