@@ -11,7 +11,6 @@ import base64
 import hashlib
 import json
 import logging
-import os
 import platform
 import re
 from collections.abc import Iterator
@@ -173,12 +172,13 @@ class RegistrySession:
         return b"".join(chunks)
 
     def fetch_blob(self, digest: str, size: int, dest: Path) -> None:
-        """Stream a blob into ``dest`` (a temp path), verifying digest and size."""
+        """Stream a blob into ``dest`` (a temp path), verifying digest and size.
+
+        No fsync: the file only lives until its layer is unpacked, and a crash discards both.
+        """
         with open(dest, "wb") as out:
             for chunk in self._blob_chunks(digest, size):
                 out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
 
     def _blob_chunks(self, digest: str, size: int) -> Iterator[bytes]:
         url = self._url("blobs", digest)
