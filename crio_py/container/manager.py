@@ -209,6 +209,9 @@ class ContainerManager:
                 )
             )
             spec.write_spec(bundle, oci_spec)
+            user = oci_spec["process"]["user"]
+            ctr.uid, ctr.gid = user["uid"], user["gid"]
+            ctr.additional_gids = list(user.get("additionalGids") or [])
 
             step = "runtime create"
             undo.push("runtime delete", lambda: runtime.delete(ctr.id, force=True))
@@ -281,7 +284,8 @@ class ContainerManager:
         deadline = time.monotonic() + timeout
         while True:
             self.refresh(ctr)
-            if ctr.phase == EXITED:
+            # UNKNOWN: gone, but its monitor died and could not record how.
+            if ctr.phase in (EXITED, UNKNOWN):
                 return True
             if time.monotonic() >= deadline:
                 return False

@@ -48,6 +48,10 @@ class Container:
     rootfs: str = ""
     cgroups_path: str = ""
     stop_signal: str = ""
+    # The identity the process runs as, resolved against the image at create (for the status).
+    uid: int = 0
+    gid: int = 0
+    additional_gids: list[int] = field(default_factory=list)
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
     def to_record(self) -> dict[str, Any]:

@@ -123,6 +123,9 @@ def _status(ctr: Container) -> pb.ContainerStatus:
         annotations=ctr.config.annotations,
         mounts=ctr.config.mounts,
         log_path=ctr.log_path,
+        user=pb.ContainerUser(
+            linux=pb.LinuxContainerUser(uid=ctr.uid, gid=ctr.gid, supplemental_groups=ctr.additional_gids)
+        ),
         resources=pb.ContainerResources(linux=ctr.config.linux.resources)
         if ctr.config.linux.HasField("resources")
         else None,

@@ -101,6 +101,20 @@ def _join(ctx: ContainerSpecContext, key: str, where: str) -> dict[str, Any]:
     return {"type": NAMESPACE_TYPES[key], "path": path}
 
 
+def _effective_namespace_options(
+    own: api_pb2.NamespaceOption, sandbox: api_pb2.PodSandboxConfig
+) -> api_pb2.NamespaceOption:
+    """Network and IPC are the pod's, whatever the container says (as in CRI-O and containerd);
+    so is a host PID namespace. kubelet sends both consistently, crictl users often do not."""
+    pod = sandbox.linux.security_context.namespace_options
+    out = api_pb2.NamespaceOption()
+    out.CopyFrom(own)
+    out.network, out.ipc = pod.network, pod.ipc
+    if pod.pid == NODE:
+        out.pid = NODE
+    return out
+
+
 def _namespaces(ctx: ContainerSpecContext, opts: api_pb2.NamespaceOption, where: str) -> list[dict[str, Any]]:
     out = base_namespaces()
     if opts.HasField("userns_options") and opts.userns_options.mode != NODE:
@@ -144,8 +158,11 @@ def container_spec(ctx: ContainerSpecContext) -> dict[str, Any]:
     linux_cfg = cfg.linux
     sc = linux_cfg.security_context
     image = image_process_config(ctx.image_config)
-    opts = sc.namespace_options
+    opts = _effective_namespace_options(sc.namespace_options, ctx.sandbox_config)
     host_network = opts.network == NODE
+    if sc.HasField("run_as_group") and not (sc.HasField("run_as_user") or sc.run_as_username):
+        # kubelet's rule: a group alone would pair with whatever user the image names.
+        raise InvalidArgument(f"{where}: run_as_group is set without run_as_user or run_as_username")
 
     user = resolve_user(ctx.rootfs, sc, image.get("User", ""))
     caps = capabilities.resolve(

@@ -136,9 +136,13 @@ def test_supplementary_groups_merge_and_strict(pod: Pod) -> None:
         run_as_username="app", supplemental_groups=[4242])))
     assert merged.split()[:2] == ["uid=1000(app)", "gid=1000(app)"]
     assert set(merged.split("groups=")[1].strip().split(",")) == {"1000(app)", "10(wheel)", "29(audio)", "4242"}
-    strict = pod.output(pod.run("strict", "id", security=pb.LinuxContainerSecurityContext(
-        run_as_username="app", supplemental_groups=[4242], supplemental_groups_policy=pb.Strict)))
+    strict_id = pod.run("strict", "id", security=pb.LinuxContainerSecurityContext(
+        run_as_username="app", supplemental_groups=[4242], supplemental_groups_policy=pb.Strict))
+    strict = pod.output(strict_id)
     assert set(strict.split("groups=")[1].strip().split(",")) == {"1000(app)", "4242"}
+    # ContainerStatus reports the identity the process got (kubelet checks it for the policy).
+    user = pod.status(strict_id).user.linux
+    assert (user.uid, user.gid, sorted(user.supplemental_groups)) == (1000, 1000, [1000, 4242])
 
 
 def test_update_container_resources_changes_the_cgroup(pod: Pod) -> None:
@@ -283,3 +287,18 @@ def test_restart_keeps_containers_running_and_notices_exits(pod: Pod) -> None:
     assert os.path.exists(f"/proc/{long_pid}")
     status = pod.status(short)
     assert (status.state, status.exit_code) == (pb.CONTAINER_EXITED, 5)
+
+
+def test_host_network_pod_container_without_namespace_options(
+    daemon: DaemonHandle, busybox: str, cgroup_parent: str
+) -> None:
+    # As crictl users write it: the container says nothing about namespaces; the pod's win.
+    config = pod_config(cgroup_parent=cgroup_parent, network=pb.NODE)
+    pod_id = daemon.runtime.RunPodSandbox(pb.RunPodSandboxRequest(config=config)).pod_sandbox_id
+    cid = daemon.runtime.CreateContainer(pb.CreateContainerRequest(
+        pod_sandbox_id=pod_id, sandbox_config=config,
+        config=pb.ContainerConfig(metadata=pb.ContainerMetadata(name="hostnet"), image=pb.ImageSpec(image=busybox),
+                                  command=["sleep", "300"]))).container_id
+    daemon.runtime.StartContainer(pb.StartContainerRequest(container_id=cid))
+    info = daemon.runtime.ContainerStatus(pb.ContainerStatusRequest(container_id=cid, verbose=True)).info
+    assert ns_inode(json.loads(info["info"])["pid"], "net") == ns_inode(os.getpid(), "net")

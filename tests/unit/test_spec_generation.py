@@ -339,13 +339,33 @@ def test_shared_and_target_pid(settings: Config, rootfs: Path) -> None:
         assert ns(spec)["pid"] == "/proc/1/ns/pid"
 
 
+def host_pod() -> pb.PodSandboxConfig:
+    pod = pb.PodSandboxConfig()
+    pod.CopyFrom(POD)
+    pod.linux.security_context.namespace_options.CopyFrom(
+        pb.NamespaceOption(network=pb.NamespaceMode.NODE, pid=pb.NamespaceMode.NODE, ipc=pb.NamespaceMode.NODE)
+    )
+    return pod
+
+
 def test_host_namespaces(settings: Config, rootfs: Path) -> None:
     spec = build(
-        settings, rootfs, namespace_config(pb.NamespaceMode.NODE, pb.NamespaceMode.NODE, pb.NamespaceMode.NODE)
+        settings, rootfs, namespace_config(pb.NamespaceMode.NODE, pb.NamespaceMode.NODE, pb.NamespaceMode.NODE),
+        pod=host_pod(),
     )
     assert ns(spec) == {"mount": None}
     assert "hostname" not in spec
     assert f"HOSTNAME={os.uname().nodename}" in spec["process"]["env"]
+
+
+def test_the_pods_host_namespaces_win_over_the_containers_options(settings: Config, rootfs: Path) -> None:
+    # crictl users often leave the container's options at their zero value (POD).
+    assert ns(build(settings, rootfs, pod=host_pod(), namespace_paths={})) == {"mount": None}
+
+
+def test_run_as_group_needs_a_user(settings: Config, rootfs: Path) -> None:
+    with pytest.raises(InvalidArgument, match="run_as_group is set without run_as_user"):
+        build(settings, rootfs, make_config(run_as_group=pb.Int64Value(value=5)))
 
 
 def test_cgroup_namespace_on_v2(settings: Config, rootfs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
