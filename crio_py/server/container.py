@@ -74,7 +74,7 @@ class ContainerHandlers:
                     id=ctr.id,
                     pod_sandbox_id=ctr.pod_id,
                     metadata=ctr.config.metadata,
-                    image=pb.ImageSpec(image=ctr.image_name),
+                    image=_image_spec(ctr),
                     image_ref=ctr.image_ref,
                     image_id=ctr.image_id,
                     state=state,
@@ -114,7 +114,7 @@ def _status(ctr: Container) -> pb.ContainerStatus:
         started_at=ctr.started_at_ns,
         finished_at=ctr.finished_at_ns,
         exit_code=ctr.exit_code,
-        image=pb.ImageSpec(image=ctr.image_name),
+        image=_image_spec(ctr),
         image_ref=ctr.image_ref,
         image_id=ctr.image_id,
         reason=ctr.reason,
@@ -126,9 +126,17 @@ def _status(ctr: Container) -> pb.ContainerStatus:
         user=pb.ContainerUser(
             linux=pb.LinuxContainerUser(uid=ctr.uid, gid=ctr.gid, supplemental_groups=ctr.additional_gids)
         ),
-        resources=pb.ContainerResources(linux=ctr.config.linux.resources)
-        if ctr.config.linux.HasField("resources")
-        else None,
+        resources=pb.ContainerResources(linux=ctr.config.linux.resources),
+    )
+
+
+def _image_spec(ctr: Container) -> pb.ImageSpec:
+    """The image as the request named it (kubelet shows user_specified_image in events)."""
+    requested = ctr.config.image
+    return pb.ImageSpec(
+        image=ctr.image_name,
+        user_specified_image=requested.user_specified_image or ctr.image_name,
+        annotations=requested.annotations,
     )
 
 
