@@ -1,0 +1,150 @@
+#!/usr/bin/env python3
+"""Create/Start/Stop/Remove of a busybox `sleep` container through crio-py, against the same
+cycle with runc called directly on an equivalent bundle, in the same run.
+
+Goals: CreateContainer + StartContainer <= 1.3x bare runc, and <= 0.8x containerd's figures
+here (CreateContainer 16 ms, StartContainer 94 ms).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from crio_py.cri import api_pb2 as pb
+from tests.support.cri import kill_cgroup_processes_and_remove, pod_config, remove_everything, unique
+from tests.support.daemon import DaemonHandle, cleanup_workdir, new_daemon
+from tests.support.oci_images import busybox_layer, push_image
+from tests.support.registry import Registry
+
+CONTAINERD_MS = {"CreateContainer": 16.0, "StartContainer": 94.0}
+
+
+def p50(samples: list[float]) -> float:
+    return statistics.median(samples) * 1000
+
+
+def p99(samples: list[float]) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000
+
+
+def timed(fn: Callable[[Any], Any], request: Any) -> tuple[Any, float]:
+    start = time.perf_counter()
+    result = fn(request)
+    return result, time.perf_counter() - start
+
+
+def crio_cycles(daemon: DaemonHandle, pod_id: str, pod_cfg: pb.PodSandboxConfig, image: str, n: int) -> dict:
+    times: dict[str, list[float]] = {k: [] for k in ("CreateContainer", "StartContainer", "StopContainer",
+                                                      "RemoveContainer")}
+    rt = daemon.runtime
+    for i in range(n):
+        config = pb.ContainerConfig(metadata=pb.ContainerMetadata(name=f"c{i}"), image=pb.ImageSpec(image=image),
+                                    command=["sleep", "3600"], log_path=f"c{i}.log")
+        resp, t = timed(rt.CreateContainer, pb.CreateContainerRequest(pod_sandbox_id=pod_id, config=config,
+                                                                       sandbox_config=pod_cfg))
+        times["CreateContainer"].append(t)
+        cid = resp.container_id
+        times["StartContainer"].append(timed(rt.StartContainer, pb.StartContainerRequest(container_id=cid))[1])
+        times["StopContainer"].append(timed(rt.StopContainer, pb.StopContainerRequest(container_id=cid))[1])
+        times["RemoveContainer"].append(timed(rt.RemoveContainer, pb.RemoveContainerRequest(container_id=cid))[1])
+    return times
+
+
+def runc_cycles(bundle_src: Path, work: Path, n: int) -> dict:
+    """runc create/start/kill/delete on a copy of a bundle crio-py generated (same spec, same rootfs)."""
+    spec = json.loads((bundle_src / "config.json").read_text())
+    bundle = work / "bare"
+    bundle.mkdir()
+    spec["root"]["path"] = str(bundle_src / "rootfs")  # the daemon's overlay mount, still mounted
+    root = work / "runc-root"
+    times: dict[str, list[float]] = {k: [] for k in ("create", "start", "kill+wait", "delete")}
+    for _ in range(n):
+        cid = unique("bare")
+        spec["linux"]["cgroupsPath"] = f"/crio-py-bench-bare/{cid}"
+        (bundle / "config.json").write_text(json.dumps(spec))
+        base = ["runc", "--root", str(root)]
+        with open(work / "out.log", "ab") as out:  # the container's stdio, as a monitor would hold it
+            times["create"].append(_run_timed([*base, "create", "--bundle", str(bundle), cid], out))
+        times["start"].append(_run_timed([*base, "start", cid]))
+        start = time.perf_counter()
+        subprocess.run([*base, "kill", cid, "KILL"], check=True)
+        while json.loads(subprocess.run([*base, "state", cid], capture_output=True, check=True).stdout)[
+            "status"
+        ] != "stopped":
+            time.sleep(0.001)
+        times["kill+wait"].append(time.perf_counter() - start)
+        times["delete"].append(_run_timed([*base, "delete", cid]))
+    return times
+
+
+def _run_timed(argv: list[str], out: IO[bytes] | None = None) -> float:
+    start = time.perf_counter()
+    subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=out or subprocess.DEVNULL,
+                   stderr=out or subprocess.DEVNULL, check=True)
+    return time.perf_counter() - start
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--cycles", type=int, default=50)
+    ns = parser.parse_args()
+    registry = Registry().start()
+    work = Path(tempfile.mkdtemp(prefix="crio-py-bench-ctr-"))
+    parent = "/" + unique("crio-py-bench")
+    daemon = new_daemon(work / "daemon")
+    daemon.config["log_level"] = "warning"
+    daemon.config["registries"]["insecure"].append(registry.host)
+    try:
+        push_image(registry, "library/busybox", "latest", [busybox_layer()])
+        image = f"{registry.host}/library/busybox:latest"
+        daemon.start()
+        daemon.images.PullImage(pb.PullImageRequest(image=pb.ImageSpec(image=image)), timeout=120)
+        pod_cfg = pod_config(cgroup_parent=parent, log_directory=str(work / "logs"))
+        pod_id = daemon.runtime.RunPodSandbox(pb.RunPodSandboxRequest(config=pod_cfg)).pod_sandbox_id
+        ours = crio_cycles(daemon, pod_id, pod_cfg, image, ns.cycles)
+        # An equivalent bundle for bare runc: a container the daemon created (and keeps mounted).
+        ref = daemon.runtime.CreateContainer(pb.CreateContainerRequest(
+            pod_sandbox_id=pod_id, sandbox_config=pod_cfg,
+            config=pb.ContainerConfig(metadata=pb.ContainerMetadata(name="template"),
+                                      image=pb.ImageSpec(image=image), command=["sleep", "3600"])))
+        info = json.loads(daemon.runtime.ContainerStatus(
+            pb.ContainerStatusRequest(container_id=ref.container_id, verbose=True)).info["info"])
+        bare = runc_cycles(Path(info["bundle"]), work, ns.cycles)
+        print(f"container cycles ({ns.cycles}), busybox sleep, one pod")
+        for rpc, samples in ours.items():
+            print(f"  crio-py {rpc:<16} p50 {p50(samples):7.1f} ms  p99 {p99(samples):7.1f} ms")
+        for step, samples in bare.items():
+            print(f"  runc    {step:<16} p50 {p50(samples):7.1f} ms  p99 {p99(samples):7.1f} ms")
+        ours_cs = p50(ours["CreateContainer"]) + p50(ours["StartContainer"])
+        bare_cs = p50(bare["create"]) + p50(bare["start"])
+        print(f"Create+Start: crio-py {ours_cs:.1f} ms, bare runc {bare_cs:.1f} ms: {ours_cs / bare_cs:.2f}x "
+              "(goal <= 1.3x)")
+        containerd = sum(CONTAINERD_MS.values())
+        print(f"vs containerd here ({containerd:.0f} ms): {ours_cs / containerd:.2f}x (goal <= 0.8x)")
+    finally:
+        remove_everything(daemon)
+        daemon.stop()
+        kill_cgroup_processes_and_remove(parent)
+        kill_cgroup_processes_and_remove("/crio-py-bench-bare")
+        subprocess.run(["rm", "-rf", str(work / "runc-root")], check=False)
+        registry.stop()
+        cleanup_workdir(work)
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
