@@ -8,12 +8,15 @@ reads every record back (``load_all``) and rebuilds its memory from them.
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import json
 import logging
 import os
 import secrets
 import threading
 import time
+import typing
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -169,3 +172,24 @@ class NameRegistry:
         """Reset from (name, id) pairs read back from records."""
         with self._lock:
             self._holders = dict(pairs)
+
+
+class MessageRecord:
+    """Mixin for dataclasses whose ``config`` field is a protobuf message (a CRI request part).
+
+    ``to_record`` gives the JSON-able record (the message as base64 of its wire bytes, which keeps
+    every field, known or not); ``from_record`` rebuilds the object. A ``lock`` field, if any,
+    is runtime-only and left out.
+    """
+
+    def to_record(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "lock"}
+        data["config"] = base64.b64encode(data["config"].SerializeToString()).decode()
+        return data
+
+    @classmethod
+    def from_record(cls, data: dict[str, Any]) -> Any:
+        data = dict(data)
+        message = typing.get_type_hints(cls)["config"]()
+        message.ParseFromString(base64.b64decode(data.pop("config")))
+        return cls(config=message, **data)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import base64
 import threading
-from dataclasses import dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass, field
 
 from crio_py.cri import api_pb2 as pb
+from crio_py.state import MessageRecord
 
 CREATING = "creating"  # written before the first side effect; undone at start-up if found
 CREATED = "created"
@@ -24,7 +23,7 @@ CRI_STATE = {
 
 
 @dataclass
-class Container:
+class Container(MessageRecord):
     """One container; ``config`` is the CreateContainer request's ContainerConfig."""
 
     id: str
@@ -53,18 +52,6 @@ class Container:
     gid: int = 0
     additional_gids: list[int] = field(default_factory=list)
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
-
-    def to_record(self) -> dict[str, Any]:
-        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "lock"}
-        data["config"] = base64.b64encode(self.config.SerializeToString()).decode()
-        return data
-
-    @classmethod
-    def from_record(cls, data: dict[str, Any]) -> Container:
-        data = dict(data)
-        config = pb.ContainerConfig()
-        config.ParseFromString(base64.b64decode(data.pop("config")))
-        return cls(config=config, **data)
 
 
 def reserved_name(meta: pb.ContainerMetadata, pod_meta: pb.PodSandboxMetadata) -> str:

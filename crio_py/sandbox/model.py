@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import base64
 import threading
-from dataclasses import dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass, field
 
 from crio_py.cri import api_pb2 as pb
+from crio_py.state import MessageRecord
 
 # Lifecycle of a record. "creating" is written before the first side effect, so that a crash
 # half-way through RunPodSandbox is found and undone at the next start.
@@ -17,7 +16,7 @@ NOTREADY = "notready"
 
 
 @dataclass
-class Sandbox:
+class Sandbox(MessageRecord):
     """One pod sandbox; ``config`` is the RunPodSandbox request's PodSandboxConfig."""
 
     id: str
@@ -44,18 +43,6 @@ class Sandbox:
     @property
     def host_network(self) -> bool:
         return self.namespace_options.network == pb.NODE
-
-    def to_record(self) -> dict[str, Any]:
-        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "lock"}
-        data["config"] = base64.b64encode(self.config.SerializeToString()).decode()
-        return data
-
-    @classmethod
-    def from_record(cls, data: dict[str, Any]) -> Sandbox:
-        data = dict(data)
-        config = pb.PodSandboxConfig()
-        config.ParseFromString(base64.b64decode(data.pop("config")))
-        return cls(config=config, **data)
 
 
 def reserved_name(meta: pb.PodSandboxMetadata) -> str:
