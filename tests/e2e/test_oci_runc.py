@@ -64,16 +64,17 @@ class Harness:
         namespace_paths: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         cid = uuid.uuid4().hex
+        pod = pod or pb.PodSandboxConfig(metadata=pb.PodSandboxMetadata(name="p", namespace="n", uid="u"))
         if namespace_paths is None:
-            # No pod: give the container namespaces of its own instead of joining some.
-            opts = cfg.linux.security_context.namespace_options
-            opts.network = opts.ipc = pb.NamespaceMode.NODE
-            opts.pid = pb.NamespaceMode.CONTAINER
+            # No pause container to join: a host-network pod, the container with its own pid namespace.
+            for opts in (cfg.linux.security_context.namespace_options, pod.linux.security_context.namespace_options):
+                opts.network = opts.ipc = pb.NamespaceMode.NODE
+                opts.pid = pb.NamespaceMode.CONTAINER
         ctx = ContainerSpecContext(
             container_id=cid,
             sandbox_id="sandbox-" + cid[:8],
             config=cfg,
-            sandbox_config=pod or pb.PodSandboxConfig(metadata=pb.PodSandboxMetadata(name="p", namespace="n", uid="u")),
+            sandbox_config=pod,
             image_config={"config": {"Env": ["IMAGE=1"]}},
             rootfs=rootfs or self.rootfs(),
             cgroup_parent=self.cgroup_parent,
