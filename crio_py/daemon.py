@@ -171,6 +171,7 @@ class Daemon:
         grace = float(self.config.shutdown_grace)
         log.info("shutting down: finishing in-flight RPCs", extra={"grace_seconds": grace})
         self.server.stop(grace)
+        log.info("RPCs finished; stopping the CNI plugin service")
         stop_plugin_service(self.cni_service)
         log.info("crio-py stopped; containers keep running under their monitors")
 

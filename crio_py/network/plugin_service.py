@@ -47,12 +47,13 @@ def start_plugin_service(socket_path: Path, log_path: Path) -> subprocess.Popen[
 
 
 def stop_plugin_service(proc: subprocess.Popen[bytes] | None) -> None:
-    """Stop the service at daemon shutdown (in-flight plugin calls finish in their workers)."""
+    """Stop the service at daemon shutdown (in-flight plugin calls finish in their workers, which
+    outlive it: the daemon's shutdown must not wait on them)."""
     if proc is None or proc.poll() is not None:
         return
     proc.terminate()
     try:
-        proc.wait(5)
+        proc.wait(2)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()

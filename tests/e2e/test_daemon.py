@@ -94,7 +94,8 @@ def test_stale_socket_of_a_dead_daemon_is_replaced(daemon: DaemonHandle) -> None
 
 
 def test_sigterm_stops_cleanly_and_removes_the_socket(daemon: DaemonHandle) -> None:
-    assert daemon.stop(signal.SIGTERM) == 0
+    log = daemon.log_path
+    assert daemon.stop(signal.SIGTERM) == 0, log.read_text()[-3000:]
     assert not daemon.socket.exists()
     assert "crio-py stopped" in daemon.log_text()
 
