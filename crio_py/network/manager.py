@@ -289,18 +289,24 @@ class CNIManager:
                 errors.append(exc)
         return errors
 
+    def _cached_target(self, entry: CacheEntry) -> _Target | None:
+        """A DEL target from a cache entry; None (and the entry dropped) when it is unusable."""
+        try:
+            net = parse_bytes(entry.config, f"cache entry of {entry.container_id}")
+            result = cni_result.normalize(entry.result) if entry.result is not None else None
+        except (ConfigInvalid, cni_result.ResultInvalid) as exc:
+            log.warning("unusable CNI cache entry removed", extra={"pod_id": entry.container_id, "error": str(exc)})
+            self._cache.remove(entry)
+            return None
+        return _Target(net, entry.cni_args, entry.capability_args, result, entry)
+
     def _targets(self, att: PodAttachment) -> list[_Target]:
         """What to DEL for a pod: its cache entries, or (none cached) the current network with its args."""
         targets = []
         for entry in self._cache.find(att.pod_id, DEFAULT_IFNAME):
-            try:
-                net = parse_bytes(entry.config, f"cache entry of {entry.container_id}")
-                result = cni_result.normalize(entry.result) if entry.result is not None else None
-            except (ConfigInvalid, cni_result.ResultInvalid) as exc:
-                log.warning("unusable CNI cache entry removed", extra={"pod_id": att.pod_id, "error": str(exc)})
-                self._cache.remove(entry)
-                continue
-            targets.append(_Target(net, entry.cni_args, entry.capability_args, result, entry))
+            target = self._cached_target(entry)
+            if target is not None:
+                targets.append(target)
         if not targets:
             net = self._watcher.current().network
             if net is not None:
@@ -376,15 +382,10 @@ class CNIManager:
         for entry in self._cache.all():
             if (entry.container_id, entry.ifname) in keep:
                 continue
-            try:
-                net = parse_bytes(entry.config, f"cache entry of {entry.container_id}")
-                result = cni_result.normalize(entry.result) if entry.result is not None else None
-            except (ConfigInvalid, cni_result.ResultInvalid) as exc:
-                log.warning("unusable CNI cache entry removed", extra={"pod_id": entry.container_id, "error": str(exc)})
-                self._cache.remove(entry)
+            target = self._cached_target(entry)
+            if target is None:
                 continue
             present = is_netns(Path(entry.netns)) if entry.netns else False
-            target = _Target(net, entry.cni_args, entry.capability_args, result, entry)
             errors = self._del(target, entry.container_id, entry.netns if present else "")
             if errors and present:
                 log.warning(
@@ -393,7 +394,7 @@ class CNIManager:
                 )
                 continue
             self._cache.remove(entry)
-            log.info("stale CNI attachment released", extra={"pod_id": entry.container_id, "network": net.name})
+            log.info("stale CNI attachment released", extra={"pod_id": entry.container_id, "network": target.net.name})
         net = self._watcher.current().network
         if net is None or not net.supports_gc:
             return
