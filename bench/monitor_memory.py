@@ -31,6 +31,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from crio_py.cgroups import remove_cgroup  # noqa: E402
+from crio_py.errors import CrioError  # noqa: E402
 from crio_py.monitor import CreateRequest, MonitorClient, PodMonitor  # noqa: E402
 from crio_py.proc import process_alive  # noqa: E402
 from tests.support.busybox_rootfs import busybox_rootfs  # noqa: E402
@@ -166,15 +168,8 @@ class Bench:
         for pid in self.pids:
             if process_alive(pid):
                 os.kill(pid, signal.SIGKILL)
-        for controller in Path("/sys/fs/cgroup").iterdir():
-            parent = controller / self.cgroup_parent
-            if parent.is_dir():
-                for child in parent.iterdir():
-                    if child.is_dir():
-                        with contextlib.suppress(OSError):
-                            child.rmdir()
-                with contextlib.suppress(OSError):
-                    parent.rmdir()
+        with contextlib.suppress(CrioError):
+            remove_cgroup(self.cgroup_parent)
         shutil.rmtree(self.work, ignore_errors=True)
 
 

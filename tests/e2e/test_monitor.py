@@ -21,6 +21,8 @@ from typing import Any
 
 import pytest
 
+from crio_py.cgroups import remove_cgroup
+from crio_py.errors import CrioError
 from crio_py.monitor import CreateRequest, ExitStatus, MonitorClient, MonitorError, PodMonitor
 from crio_py.proc import process_alive
 from tests.support.busybox_rootfs import busybox_rootfs
@@ -125,15 +127,8 @@ class Harness:
         for pid in self.monitor_pids:
             if process_alive(pid) and b"conmon" in Path(f"/proc/{pid}/cmdline").read_bytes():
                 os.kill(pid, signal.SIGKILL)
-        for controller in Path("/sys/fs/cgroup").iterdir():
-            parent = controller / self.cgroup_parent
-            if parent.is_dir():
-                for child in parent.iterdir():
-                    if child.is_dir():
-                        with contextlib.suppress(OSError):
-                            child.rmdir()
-                with contextlib.suppress(OSError):
-                    parent.rmdir()
+        with contextlib.suppress(CrioError):
+            remove_cgroup(self.cgroup_parent)
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
