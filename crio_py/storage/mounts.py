@@ -11,6 +11,7 @@ from pathlib import Path
 from crio_py.errors import Internal
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+MS_RDONLY = 0x1
 MS_NOSUID = 0x2
 MS_NODEV = 0x4
 MS_NOEXEC = 0x8
