@@ -12,16 +12,17 @@ import base64
 import json
 import logging
 import os
-import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from crio_py.config import Config
-from crio_py.errors import CrioError, FailedPrecondition, Internal, NotFound
+from crio_py.errors import CrioError, FailedPrecondition, Internal, InvalidArgument, NotFound
 from crio_py.image.model import AuthConfig, FsUsage, ImageRecord, user_of
 from crio_py.image.pause import build_pause_layer, config_digest
 from crio_py.registry.reference import Reference, looks_like_id, parse
@@ -51,6 +52,8 @@ class ImageManager:
         self._images: dict[str, ImageRecord] = {}
         self._lock = threading.RLock()
         self._pull_locks: dict[str, threading.Lock] = {}
+        # Layers of pulls not yet recorded: no image wants them yet, but GC must leave them be.
+        self._held: Counter[str] = Counter()
         self._in_use: Callable[[str], bool] = lambda _id: False
         self._fs_usage: tuple[float, FsUsage, FsUsage] | None = None
         for image_id, record in store.load_all(KIND).items():
@@ -167,6 +170,12 @@ class ImageManager:
             media, _digest, raw = session.manifest(desc["digest"])
             manifest = json.loads(raw)
         config_desc = manifest.get("config") or {}
+        # Docker schema 1 (and anything else without a config blob) is not an image we can run.
+        if manifest.get("schemaVersion") != 2 or "digest" not in config_desc:
+            raise InvalidArgument(
+                f"image {ref}: unsupported manifest ({media or 'no media type'}); "
+                "only OCI and Docker schema 2 images can be pulled"
+            )
         config_raw = session.blob_bytes(config_desc["digest"], int(config_desc["size"]))
         config = json.loads(config_raw)
         if (config.get("os"), config.get("architecture")) != registry.HOST_PLATFORM:
@@ -179,32 +188,42 @@ class ImageManager:
         if len(diff_ids) != len(layers):
             raise Internal(f"image {ref}: {len(layers)} layers but {len(diff_ids)} diff ids in its config")
         chains = chain_ids(diff_ids)
-        with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="pull") as pool:
-            futures = [
-                pool.submit(self._ensure_layer, session, desc, diff_id, chain)
-                for desc, diff_id, chain in zip(layers, diff_ids, chains, strict=True)
-            ]
-            for future in futures:
-                future.result()
-        size = sum(int(d.get("size", 0)) for d in layers) + int(config_desc["size"])
-        return self._commit(config_desc["digest"], config_raw, config, chains, size, ref, top_digest,
-                            annotations=manifest.get("annotations") or {})
+        with self._holding(chains):
+            with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="pull") as pool:
+                futures = [
+                    pool.submit(self._ensure_layer, session, desc, diff_id, chain)
+                    for desc, diff_id, chain in zip(layers, diff_ids, chains, strict=True)
+                ]
+                for future in futures:
+                    future.result()
+            size = sum(int(d.get("size", 0)) for d in layers) + int(config_desc["size"])
+            return self._commit(config_desc["digest"], config_raw, config, chains, size, ref, top_digest,
+                                annotations=manifest.get("annotations") or {})
+
+    @contextmanager
+    def _holding(self, chains: list[str]) -> Iterator[None]:
+        """Keep ``chains`` out of layer GC until the image using them is recorded."""
+        with self._lock:
+            self._held.update(chains)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._held.subtract(chains)
+                self._held = +self._held  # drop the zero counts
 
     def _ensure_layer(self, session: registry.RegistrySession, desc: dict[str, Any], diff_id: str, chain: str) -> None:
         with self.layers.lock(chain):
             if self.layers.has(chain):
                 return
-            fd, tmp = tempfile.mkstemp(prefix=".blob-", dir=self.layers.root)
-            os.close(fd)
+            started = time.monotonic()
             try:
-                started = time.monotonic()
-                session.fetch_blob(desc["digest"], int(desc["size"]), Path(tmp))
-                self.layers.add(chain, diff_id, Path(tmp))
-                log.debug("layer unpacked", extra={"chain_id": chain, "seconds": round(time.monotonic() - started, 3)})
+                # Unpacked while it downloads: the store verifies the blob before showing the layer.
+                with session.open_blob(desc["digest"], int(desc["size"])) as blob:
+                    self.layers.add(chain, diff_id, blob)
             except OSError as exc:
                 raise Internal(f"layer {desc['digest']}: {exc}") from None
-            finally:
-                Path(tmp).unlink(missing_ok=True)
+            log.debug("layer unpacked", extra={"chain_id": chain, "seconds": round(time.monotonic() - started, 3)})
 
     def _commit(
         self,
@@ -259,10 +278,11 @@ class ImageManager:
         layer, config = build_pause_layer()
         config_raw, image_id = config_digest(config)
         diff_id = config["rootfs"]["diff_ids"][0]
-        with self.layers.lock(diff_id):
-            if not self.layers.has(diff_id):
-                self.layers.add_tar_bytes(diff_id, diff_id, layer)
-        return self._commit(image_id, config_raw, config, [diff_id], len(layer), ref, "", {}, pinned=True)
+        with self._holding([diff_id]):
+            with self.layers.lock(diff_id):
+                if not self.layers.has(diff_id):
+                    self.layers.add_tar_bytes(diff_id, diff_id, layer)
+            return self._commit(image_id, config_raw, config, [diff_id], len(layer), ref, "", {}, pinned=True)
 
     # ---- remove ------------------------------------------------------------------------
 
@@ -287,7 +307,7 @@ class ImageManager:
         log.info("image removed", extra={"image": ref_or_id, "id": image.id})
 
     def _gc_layers(self) -> None:
-        wanted = {c for image in self._images.values() for c in image.chain_ids}
+        wanted = {c for image in self._images.values() for c in image.chain_ids} | set(self._held)
         for chain in self.layers.chain_ids():
             if chain not in wanted:
                 with self.layers.lock(chain):
@@ -317,8 +337,7 @@ def _credentials(ref: Reference, auth: AuthConfig | None, auth_file: str) -> reg
 
     if auth and (auth.username or auth.auth):
         if auth.auth and not auth.username:
-            user, _, password = base64.b64decode(auth.auth).decode().partition(":")
-            return registry.Credentials(user, password)
+            return registry.Credentials(*_user_password(auth.auth, "the request's auth"))
         return registry.Credentials(auth.username, auth.password, auth.identity_token)
     if not auth_file:
         return None
@@ -331,9 +350,17 @@ def _credentials(ref: Reference, auth: AuthConfig | None, auth_file: str) -> reg
     for key in (ref.domain, f"https://{ref.domain}", hub):
         entry = auths.get(key)
         if entry and entry.get("auth"):
-            user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
-            return registry.Credentials(user, password)
+            return registry.Credentials(*_user_password(entry["auth"], f"{auth_file} ({key})"))
     return None
+
+
+def _user_password(encoded: str, where: str) -> tuple[str, str]:
+    """(user, password) of a base64 ``user:password``; InvalidArgument naming ``where`` if garbled."""
+    try:
+        user, _, password = base64.b64decode(encoded, validate=True).decode().partition(":")
+    except ValueError:  # binascii.Error and UnicodeDecodeError both are
+        raise InvalidArgument(f"credentials in {where} are not base64 of user:password") from None
+    return user, password
 
 
 def _usage(path: Path) -> FsUsage:

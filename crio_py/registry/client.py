@@ -1,21 +1,23 @@
 """A registry client for the OCI distribution spec (Docker registry v2), on httpx.
 
-It resolves manifests (following indexes to the host's platform), and streams blobs to files
-while verifying their digest and size. Authentication: bearer tokens from the registry's
-``WWW-Authenticate`` challenge (anonymous or with credentials) and basic auth.
+It resolves manifests (following indexes to the host's platform), and hands out blobs as
+streams that verify their digest and size as they are read. Authentication: bearer tokens
+from the registry's ``WWW-Authenticate`` challenge (anonymous or with credentials) and basic
+auth.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import json
 import logging
 import platform
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -34,7 +36,6 @@ MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
 ACCEPT = ", ".join((*MANIFEST_TYPES, *INDEX_TYPES))
 _ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le", "s390x": "s390x"}
 HOST_PLATFORM = ("linux", _ARCH.get(platform.machine(), platform.machine()))
-CHUNK = 1024 * 1024
 # Docker Hub's API lives on another host than its name.
 _API_HOST = {"docker.io": "registry-1.docker.io"}
 
@@ -168,39 +169,75 @@ class RegistrySession:
 
     def blob_bytes(self, digest: str, size: int) -> bytes:
         """A small blob (a config) in memory, verified."""
-        chunks = list(self._blob_chunks(digest, size))
-        return b"".join(chunks)
+        with self.open_blob(digest, size) as blob:
+            return blob.readall()
 
-    def fetch_blob(self, digest: str, size: int, dest: Path) -> None:
-        """Stream a blob into ``dest`` (a temp path), verifying digest and size.
-
-        No fsync: the file only lives until its layer is unpacked, and a crash discards both.
-        """
-        with open(dest, "wb") as out:
-            for chunk in self._blob_chunks(digest, size):
-                out.write(chunk)
-
-    def _blob_chunks(self, digest: str, size: int) -> Iterator[bytes]:
-        url = self._url("blobs", digest)
-        resp = self._request("GET", url, headers={}, stream=True)
+    @contextmanager
+    def open_blob(self, digest: str, size: int) -> Iterator[BlobReader]:
+        """The blob's body as a file read straight off the connection (see BlobReader)."""
+        resp = self._request("GET", self._url("blobs", digest), headers={}, stream=True)
         try:
             if resp.status_code != 200:
                 resp.read()
                 raise _status_error(resp, f"blob {digest} of {self.repo}")
-            hasher = hashlib.sha256()
-            got = 0
-            for chunk in resp.iter_bytes(CHUNK):
-                got += len(chunk)
-                if got > size:
-                    raise Internal(f"blob {digest} of {self.repo}: larger than its declared {size} bytes")
-                hasher.update(chunk)
-                yield chunk
+            yield BlobReader(resp.iter_bytes(), digest, size, f"blob {digest} of {self.repo}")
         finally:
             resp.close()
-        if got != size:
-            raise Internal(f"blob {digest} of {self.repo}: {got} bytes, expected {size}")
-        if "sha256:" + hasher.hexdigest() != digest:
-            raise Internal(f"blob {digest} of {self.repo}: digest mismatch (content is corrupt)")
+
+
+class BlobReader(io.RawIOBase):
+    """A blob's bytes as a raw file that checks them: more than ``size`` bytes fails at once;
+    reaching the end with another size or digest fails the read that found the end.
+
+    So a consumer that reads to the end (as layer unpacking does before anything becomes
+    visible) has verified the blob, without a copy of it on disk.
+    """
+
+    def __init__(self, chunks: Iterator[bytes], digest: str, size: int, what: str):
+        self._chunks = chunks
+        self._pending = memoryview(b"")
+        self._digest = digest
+        self._size = size
+        self._what = what
+        self._hasher = hashlib.sha256()
+        self._got = 0
+        self._verified = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        # Fill the whole buffer when the body allows: callers sniff magic bytes with one peek.
+        out = memoryview(buffer).cast("B")
+        filled = 0
+        while filled < len(out):
+            if not self._pending:
+                try:
+                    chunk = next(self._chunks, None)
+                except httpx.TransportError as exc:
+                    raise Unavailable(f"{self._what}: the download broke off: {exc}") from None
+                if chunk is None:
+                    self._verify()
+                    break
+                self._got += len(chunk)
+                if self._got > self._size:
+                    raise Internal(f"{self._what}: larger than its declared {self._size} bytes")
+                self._hasher.update(chunk)
+                self._pending = memoryview(chunk)
+            n = min(len(out) - filled, len(self._pending))
+            out[filled : filled + n] = self._pending[:n]
+            self._pending = self._pending[n:]
+            filled += n
+        return filled
+
+    def _verify(self) -> None:
+        if self._verified:
+            return
+        if self._got != self._size:
+            raise Internal(f"{self._what}: {self._got} bytes, expected {self._size}")
+        if "sha256:" + self._hasher.hexdigest() != self._digest:
+            raise Internal(f"{self._what}: digest mismatch (content is corrupt)")
+        self._verified = True
 
 
 def choose_platform(index: dict[str, Any], want: tuple[str, str] = HOST_PLATFORM) -> dict[str, Any]:

@@ -18,8 +18,10 @@ import logging
 import os
 import shutil
 import stat
+import sys
 import tarfile
 import threading
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +35,9 @@ WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+# The HTTP stack hands blobs over in 64 KiB pieces; larger buffers measured slower (more copying
+# and fresh allocations past malloc's mmap threshold), smaller ones cost more Python calls.
+CHUNK = 64 * 1024
 
 
 def chain_ids(diff_ids: Iterable[str]) -> list[str]:
@@ -58,27 +63,33 @@ class _HashingReader(io.RawIOBase):
         return True
 
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        data = self._inner.read(len(buffer))
-        n = len(data)
-        buffer[:n] = data
-        self.hasher.update(data)
+        n = self._inner.readinto(buffer)  # type: ignore[attr-defined]
+        self.hasher.update(memoryview(buffer)[:n])
         self.size += n
         return n
 
-    def drain(self) -> None:
-        while self._inner and self.read(1024 * 1024):
-            pass
+
+def _drain(stream: IO[bytes]) -> None:
+    while stream.read(CHUNK):
+        pass
 
 
-def _decompressed(raw: IO[bytes]) -> IO[bytes]:
-    head = raw.read(4)
-    raw.seek(0)
+def _format_errors() -> tuple[type[Exception], ...]:
+    """What a truncated or garbled layer raises from the tar reader and the decompressors."""
+    errors: tuple[type[Exception], ...] = (tarfile.TarError, zlib.error, EOFError)
+    zstd = sys.modules.get("zstandard")  # loaded only if a zstd layer was seen
+    return (*errors, zstd.ZstdError) if zstd else errors
+
+
+def _decompressed(raw: io.BufferedReader) -> IO[bytes]:
+    head = raw.peek(4)[:4]
     if head.startswith(_GZIP_MAGIC):
         return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
     if head == _ZSTD_MAGIC:
         import zstandard  # only zstd layers need it; the daemon starts without it
 
-        return zstandard.ZstdDecompressor().stream_reader(raw)  # type: ignore[return-value]
+        # Layers may hold several frames: all of them are the layer.
+        return zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)  # type: ignore[return-value]
     return raw
 
 
@@ -97,8 +108,12 @@ class LayerStore:
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
+        # Whatever a crash left half made or half removed (directories and blob files).
         for leftover in self.root.glob(".tmp-*"):
-            shutil.rmtree(leftover, ignore_errors=True)
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
 
     def _dir(self, chain_id: str) -> Path:
         return self.root / chain_id.removeprefix("sha256:")
@@ -115,41 +130,62 @@ class LayerStore:
         with self._guard:
             return self._locks.setdefault(chain_id, threading.Lock())
 
-    def add(self, chain_id: str, diff_id: str, blob: Path) -> LayerInfo:
-        """Unpack a (compressed) layer blob; the uncompressed stream must hash to ``diff_id``."""
-        tmp = self.root / f".tmp-{chain_id.removeprefix('sha256:')}-{os.getpid()}-{threading.get_ident()}"
+    def _scratch(self, what: str) -> Path:
+        """A path for temporary work; leftovers of a crash are removed at the next start."""
+        return self.root / f".tmp-{what}-{os.getpid()}-{threading.get_ident()}"
+
+    def add(self, chain_id: str, diff_id: str, source: io.RawIOBase) -> LayerInfo:
+        """Unpack a layer (gzip, zstd or plain tar) read from ``source`` to its end.
+
+        The uncompressed stream must hash to ``diff_id``. ``source`` may verify itself when its
+        end is read (a registry blob does): it is always read to the end, and only then does the
+        layer become visible, so a failed check anywhere leaves nothing behind.
+        """
+        tmp = self._scratch(chain_id.removeprefix("sha256:"))
         shutil.rmtree(tmp, ignore_errors=True)
         (tmp / "diff").mkdir(parents=True)
         try:
-            with open(blob, "rb") as raw:
-                reader = _HashingReader(_decompressed(raw))
-                unpack(io.BufferedReader(reader, 1024 * 1024), tmp / "diff")
-                reader.drain()
+            raw = io.BufferedReader(source, CHUNK)
+            reader = _HashingReader(_decompressed(raw))
+            unpack(io.BufferedReader(reader, CHUNK), tmp / "diff")
+            _drain(reader)  # tar stops at its end-of-archive blocks; the diff id covers the padding too
+            _drain(raw)  # a compressed stream may end before its source does
             got = "sha256:" + reader.hasher.hexdigest()
             if got != diff_id:
                 raise Internal(f"layer {chain_id}: uncompressed content is {got}, the image config says {diff_id}")
             info = LayerInfo(chain_id=chain_id, diff_id=diff_id, size=reader.size)
             write_atomic(tmp / "layer.json", json.dumps(info.__dict__).encode())
-            os.rename(tmp, self._dir(chain_id))
+            target = self._dir(chain_id)
+            if target.exists():  # a directory without layer.json: an interrupted add or remove
+                self._discard(target)
+            os.rename(tmp, target)
             return info
+        except _format_errors() as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise Internal(f"layer {chain_id} is not a readable tar archive: {type(exc).__name__}: {exc}") from None
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
 
     def add_tar_bytes(self, chain_id: str, diff_id: str, data: bytes) -> LayerInfo:
         """Unpack an in-memory uncompressed tar (locally built layers, e.g. the pause image)."""
-        blob = self.root / f".tmp-blob-{os.getpid()}-{threading.get_ident()}"
-        blob.write_bytes(data)
-        try:
-            return self.add(chain_id, diff_id, blob)
-        finally:
-            blob.unlink(missing_ok=True)
+        return self.add(chain_id, diff_id, io.BytesIO(data))  # type: ignore[arg-type]
 
     def chain_ids(self) -> list[str]:
         return ["sha256:" + p.name for p in self.root.iterdir() if not p.name.startswith(".")]
 
     def remove(self, chain_id: str) -> None:
-        shutil.rmtree(self._dir(chain_id), ignore_errors=True)
+        """Delete a layer; it stops being visible before its files go."""
+        self._discard(self._dir(chain_id))
+
+    def _discard(self, path: Path) -> None:
+        # Renamed first so that a crash half way through leaves a leftover, not a broken layer.
+        doomed = self._scratch("rm-" + path.name)
+        try:
+            os.rename(path, doomed)
+        except FileNotFoundError:
+            return
+        shutil.rmtree(doomed, ignore_errors=True)
 
 
 def _safe_target(root: Path, name: str) -> Path:
@@ -173,7 +209,7 @@ def _remove_existing(path: Path) -> None:
 def unpack(stream: IO[bytes], root: Path) -> None:
     """Extract a layer tar from ``stream`` into ``root`` in overlayfs form (see module docs)."""
     dir_times: list[tuple[Path, int]] = []
-    with tarfile.open(fileobj=stream, mode="r|") as tar:
+    with tarfile.open(fileobj=stream, mode="r|", bufsize=CHUNK) as tar:
         for member in tar:
             target = _safe_target(root, member.name)
             parent, base = target.parent, target.name
@@ -181,6 +217,8 @@ def unpack(stream: IO[bytes], root: Path) -> None:
             if base == OPAQUE:
                 os.setxattr(parent, "trusted.overlay.opaque", b"y")
                 continue
+            if base.startswith(WHITEOUT + WHITEOUT):
+                continue  # aufs bookkeeping (.wh..wh.plnk, .wh..wh.aufs): nothing of the image
             if base.startswith(WHITEOUT):
                 hidden = parent / base[len(WHITEOUT) :]
                 if hidden.is_dir() and not hidden.is_symlink():
@@ -190,7 +228,8 @@ def unpack(stream: IO[bytes], root: Path) -> None:
                 os.mknod(hidden, stat.S_IFCHR | 0o000, os.makedev(0, 0))
                 continue
             if member.isdir():
-                if target.exists() and not target.is_dir():
+                # A symlink in the way is replaced, never followed: its metadata would land outside.
+                if target.is_symlink() or (target.exists() and not target.is_dir()):
                     target.unlink()
                 target.mkdir(exist_ok=True)
             else:
@@ -199,7 +238,7 @@ def unpack(stream: IO[bytes], root: Path) -> None:
                     src = tar.extractfile(member)
                     assert src is not None
                     with open(target, "wb") as out:
-                        shutil.copyfileobj(src, out, 1024 * 1024)
+                        shutil.copyfileobj(src, out, CHUNK)
                 elif member.issym():
                     os.symlink(member.linkname, target)
                 elif member.islnk():
