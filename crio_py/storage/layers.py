@@ -189,21 +189,31 @@ class LayerStore:
 
 
 def _safe_target(root: Path, name: str) -> Path:
-    """The path of a tar entry inside ``root``; refuse anything that would leave it."""
+    """The path of a tar entry inside ``root`` (``root`` itself for ``./``); refuse anything that would leave it."""
     parts = [p for p in name.split("/") if p not in ("", ".")]
-    if not parts or any(p == ".." for p in parts):
+    # Absolute names are refused rather than re-rooted: no image builder writes them.
+    if name.startswith("/") or any(p == ".." for p in parts):
         raise InvalidArgument(f"layer entry {name!r} escapes the layer root")
     current = root
     for part in parts[:-1]:
         current = current / part
-        if current.is_symlink():
+        try:
+            mode = os.lstat(current).st_mode
+        except FileNotFoundError:
+            break  # nothing below exists either: mkdir will make real directories
+        if stat.S_ISLNK(mode):
             raise InvalidArgument(f"layer entry {name!r} would be written through the symlink {part!r}")
+        if not stat.S_ISDIR(mode):
+            raise InvalidArgument(f"layer entry {name!r} is under {part!r}, which is not a directory")
     return root.joinpath(*parts)
 
 
 def _remove_existing(path: Path) -> None:
+    """Clear the way for a new entry at ``path``: a later entry replaces an earlier one (dirs too)."""
     if path.is_symlink() or (path.exists() and not path.is_dir()):
         path.unlink()
+    elif path.is_dir():
+        shutil.rmtree(path)
 
 
 def unpack(stream: IO[bytes], root: Path) -> None:
@@ -212,6 +222,12 @@ def unpack(stream: IO[bytes], root: Path) -> None:
     with tarfile.open(fileobj=stream, mode="r|", bufsize=CHUNK) as tar:
         for member in tar:
             target = _safe_target(root, member.name)
+            if target == root:
+                if not member.isdir():
+                    raise InvalidArgument(f"layer entry {member.name!r} is the layer root but not a directory")
+                _apply_metadata(root, member)
+                dir_times.append((root, int(member.mtime)))
+                continue
             parent, base = target.parent, target.name
             parent.mkdir(parents=True, exist_ok=True)
             if base == OPAQUE:
@@ -220,11 +236,10 @@ def unpack(stream: IO[bytes], root: Path) -> None:
             if base.startswith(WHITEOUT + WHITEOUT):
                 continue  # aufs bookkeeping (.wh..wh.plnk, .wh..wh.aufs): nothing of the image
             if base.startswith(WHITEOUT):
+                if base[len(WHITEOUT) :] in ("", ".", ".."):
+                    raise InvalidArgument(f"layer entry {member.name!r} is a whiteout of nothing")
                 hidden = parent / base[len(WHITEOUT) :]
-                if hidden.is_dir() and not hidden.is_symlink():
-                    shutil.rmtree(hidden)
-                else:
-                    _remove_existing(hidden)
+                _remove_existing(hidden)
                 os.mknod(hidden, stat.S_IFCHR | 0o000, os.makedev(0, 0))
                 continue
             if member.isdir():
