@@ -84,11 +84,10 @@ def busybox_layer() -> Layer:
         return Layer(tar_of_dir(root))
 
 
-def push_image(
-    registry: Registry, repo: str, tag: str, layers: list[Layer], config: dict[str, Any] | None = None,
-    arch: str = "amd64",
-) -> tuple[str, str]:
-    """Push layers + config as an OCI image; returns (manifest digest, image id)."""
+def image_parts(
+    layers: list[Layer], config: dict[str, Any] | None = None, arch: str = "amd64"
+) -> tuple[dict[str, Any], dict[str, bytes], str]:
+    """An OCI image as a registry holds it: (manifest, blobs by digest, image id)."""
     image_config = {
         "architecture": arch,
         "os": "linux",
@@ -97,17 +96,30 @@ def push_image(
         "rootfs": {"type": "layers", "diff_ids": [digest(layer.tar) for layer in layers]},
     }
     config_raw = json.dumps(image_config).encode()
+    blobs = {digest(config_raw): config_raw}
     descriptors = []
     for layer in layers:
         blob = layer.blob
-        descriptors.append({"mediaType": layer.media_type, "digest": registry.push_blob(repo, blob), "size": len(blob)})
+        blobs[digest(blob)] = blob
+        descriptors.append({"mediaType": layer.media_type, "digest": digest(blob), "size": len(blob)})
     manifest = {
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": OCI_CONFIG, "digest": registry.push_blob(repo, config_raw), "size": len(config_raw)},
+        "config": {"mediaType": OCI_CONFIG, "digest": digest(config_raw), "size": len(config_raw)},
         "layers": descriptors,
     }
-    return registry.push_manifest(repo, tag, manifest), digest(config_raw)
+    return manifest, blobs, digest(config_raw)
+
+
+def push_image(
+    registry: Registry, repo: str, tag: str, layers: list[Layer], config: dict[str, Any] | None = None,
+    arch: str = "amd64",
+) -> tuple[str, str]:
+    """Push layers + config as an OCI image; returns (manifest digest, image id)."""
+    manifest, blobs, image_id = image_parts(layers, config, arch)
+    for blob in blobs.values():
+        registry.push_blob(repo, blob)
+    return registry.push_manifest(repo, tag, manifest), image_id
 
 
 def push_index(registry: Registry, repo: str, tag: str, entries: list[tuple[str, str]]) -> str:
@@ -126,4 +138,6 @@ def _fetch_manifest(registry: Registry, repo: str, dgst: str) -> bytes:
         return resp.content
 
 
-__all__ = ["LAYER_TAR", "LAYER_ZSTD", "Layer", "busybox_layer", "push_image", "push_index", "tar_of_entries"]
+__all__ = [
+    "LAYER_TAR", "LAYER_ZSTD", "Layer", "busybox_layer", "image_parts", "push_image", "push_index", "tar_of_entries",
+]
