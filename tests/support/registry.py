@@ -15,6 +15,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -125,26 +126,40 @@ class TokenFront:
     ``/v2/...`` without ``Authorization: Bearer <token>`` gets 401 and a
     ``WWW-Authenticate: Bearer realm=.../token`` challenge; ``/token`` hands the token out to
     ``user``:``password`` (basic auth); requests with the token are proxied to ``backend``.
+
+    ``gets`` counts the proxied GETs by path. The answer for the blob ``hold_blob`` (a digest)
+    stops half way, sets ``holding`` and waits for ``release``: a pull caught mid-download.
     """
 
     TOKEN = "t0k3n-for-tests"
 
     def __init__(self, backend: Registry, user: str, password: str):
         front = self
+        self.gets: Counter[str] = Counter()
+        self.hold_blob = ""
+        self.holding = threading.Event()
+        self.release = threading.Event()
         expected_basic = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def log_message(self, *args: object) -> None:
                 pass
 
-            def _send(self, code: int, body: bytes, headers: dict[str, str]) -> None:
+            def _send(self, code: int, body: bytes, headers: dict[str, str], hold: bool = False) -> None:
                 self.send_response(code)
                 for key, value in headers.items():
                     self.send_header(key, value)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(body)
+                if self.command == "HEAD":
+                    return
+                if hold:
+                    self.wfile.write(body[: len(body) // 2])
+                    self.wfile.flush()
+                    front.holding.set()
+                    front.release.wait(60)
+                    body = body[len(body) // 2 :]
+                self.wfile.write(body)
 
             def do_GET(self) -> None:
                 if self.path.startswith("/token"):
@@ -157,10 +172,13 @@ class TokenFront:
                     challenge = f'Bearer realm="{front.url}/token",service="test",scope="repository:x:pull"'
                     self._send(401, b'{"errors":[{"code":"UNAUTHORIZED"}]}', {"WWW-Authenticate": challenge})
                     return
+                if self.command == "GET":
+                    front.gets[self.path] += 1
                 with backend.client() as c:
                     resp = c.get(self.path, headers={"Accept": self.headers.get("Accept", "*/*")})
                 keep = {k: v for k, v in resp.headers.items() if k.lower() in ("content-type", "docker-content-digest")}
-                self._send(resp.status_code, resp.content, keep)
+                hold = bool(front.hold_blob) and self.path.endswith(f"/blobs/{front.hold_blob}")
+                self._send(resp.status_code, resp.content, keep, hold=hold)
 
             do_HEAD = do_GET
 
@@ -171,5 +189,6 @@ class TokenFront:
         self._thread.start()
 
     def stop(self) -> None:
+        self.release.set()  # a held answer would keep its handler thread (and shutdown) waiting
         self._server.shutdown()
         self._server.server_close()

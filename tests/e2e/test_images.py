@@ -1,0 +1,195 @@
+"""Images against the real docker-registry, beyond test_image_pulls: blob GETs counted at a
+token front, a pull killed half way, upstream fallback, listings, and an overlay of
+ImageManager.lowerdirs() with deleted and opaque directories."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import stat
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+import pytest
+
+from crio_py import config as config_mod
+from crio_py.cri import api_pb2 as pb
+from crio_py.image import ImageManager
+from crio_py.state import RecordStore
+from crio_py.storage.mounts import unmount
+from crio_py.storage.overlay import mount_overlay
+from tests.e2e.test_image_pulls import layer_dirs, pull, pull_error, status
+from tests.support.cri import unique
+from tests.support.daemon import DaemonHandle
+from tests.support.oci_images import Layer, image_parts, push_image, tar_of_entries
+from tests.support.registry import Registry, TokenFront, digest
+
+pytestmark = pytest.mark.e2e
+
+
+def random_layer(name: str, size: int) -> Layer:
+    """A layer of incompressible data, big enough for a download to take a while."""
+    return Layer(tar_of_entries({name: os.urandom(size)}))
+
+
+def test_token_front_wrong_password_then_shared_layers_are_fetched_once(
+    daemon_handle: DaemonHandle, registry: Registry
+) -> None:
+    base = random_layer("base.bin", 4 << 20)
+    tops = [random_layer(f"top{i}.bin", 1 << 20) for i in range(3)]
+    refs = []
+    ids = set()
+    for i, top in enumerate(tops):  # three repositories, one base layer
+        repo = unique(f"shared/app{i}")
+        _d, image_id = push_image(registry, repo, "v1", [base, top])
+        ids.add(image_id)
+        refs.append(repo)
+    front = TokenFront(registry, "bob", "hunter2")
+    try:
+        daemon_handle.config["registries"]["insecure"].append(front.host)
+        daemon_handle.start()
+        refs = [f"{front.host}/{repo}:v1" for repo in refs]
+        wrong = pull_error(daemon_handle, refs[0], pb.AuthConfig(username="bob", password="nope"))
+        assert wrong.code() == grpc.StatusCode.UNAUTHENTICATED and "token service" in wrong.details()
+        auth = pb.AuthConfig(username="bob", password="hunter2")
+        with ThreadPoolExecutor(6) as pool:
+            assert set(pool.map(lambda ref: pull(daemon_handle, ref, auth), refs * 2)) == ids
+        fetched = {layer: sum(n for path, n in front.gets.items() if path.endswith(digest(layer.blob)))
+                   for layer in [base, *tops]}
+        assert list(fetched.values()) == [1, 1, 1, 1], fetched
+    finally:
+        front.stop()
+
+
+def test_a_pull_killed_half_way_leaves_nothing_and_the_restart_keeps_the_rest(
+    daemon_handle: DaemonHandle, registry: Registry
+) -> None:
+    kept_repo, held_repo = unique("crash/kept"), unique("crash/held")
+    _d, kept_id = push_image(registry, kept_repo, "v1", [Layer(tar_of_entries({"kept": b"1"}))])
+    held = random_layer("held.bin", 8 << 20)
+    _d, held_id = push_image(registry, held_repo, "v1", [held])
+    front = TokenFront(registry, "bob", "hunter2")
+    auth = pb.AuthConfig(username="bob", password="hunter2")
+    try:
+        daemon_handle.config["registries"]["insecure"].append(front.host)
+        daemon_handle.start()
+        assert pull(daemon_handle, f"{front.host}/{kept_repo}:v1", auth) == kept_id
+        front.hold_blob = digest(held.blob)
+        with ThreadPoolExecutor(1) as pool:
+            pulling = pool.submit(pull, daemon_handle, f"{front.host}/{held_repo}:v1", auth)
+            assert front.holding.wait(30)
+            layers = Path(daemon_handle.config["root"]) / "layers"
+            assert list(layers.glob(".tmp-*"))  # the layer is being unpacked as it arrives
+            daemon_handle.kill()
+            front.release.set()
+            with pytest.raises(grpc.RpcError):
+                pulling.result(60)
+        daemon_handle.start()
+        assert not list(layers.glob(".tmp-*"))
+        assert status(daemon_handle, f"{front.host}/{held_repo}:v1").id == ""
+        assert status(daemon_handle, f"{front.host}/{kept_repo}:v1").id == kept_id
+        assert len(layer_dirs(daemon_handle)) == 1
+        front.hold_blob = ""
+        assert pull(daemon_handle, f"{front.host}/{held_repo}:v1", auth) == held_id
+    finally:
+        front.stop()
+
+
+def test_every_mirror_down_the_upstream_serves(daemon_handle: DaemonHandle, registry: Registry) -> None:
+    repo = unique("fallback/app")
+    _d, image_id = push_image(registry, repo, "v1", [Layer(tar_of_entries({"up": b"stream"}))])
+    daemon_handle.config["registries"]["mirrors"] = {registry.host: ["http://127.0.0.1:1", "127.0.0.1:2"]}
+    daemon_handle.start()
+    ref = f"{registry.host}/{repo}:v1"
+    assert pull(daemon_handle, ref) == image_id
+    assert status(daemon_handle, ref).repo_tags == [ref]
+
+
+def test_a_layer_shorter_than_its_descriptor_fails_and_keeps_nothing(daemon: DaemonHandle, registry: Registry) -> None:
+    repo = unique("short/blob")
+    manifest, blobs, _id = image_parts([Layer(tar_of_entries({"a": b"a" * 5000}))])
+    for blob in blobs.values():
+        registry.push_blob(repo, blob)
+    manifest["layers"][0]["size"] += 10
+    registry.push_manifest(repo, "v1", manifest)
+    before = layer_dirs(daemon)
+    err = pull_error(daemon, f"{registry.host}/{repo}:v1")
+    assert err.code() == grpc.StatusCode.INTERNAL and "expected" in err.details()
+    assert layer_dirs(daemon) == before
+    assert status(daemon, f"{registry.host}/{repo}:v1").id == ""
+
+
+def test_list_filter_stream_and_fs_info(daemon: DaemonHandle, busybox: str) -> None:
+    image_id = status(daemon, busybox).id
+    listed = daemon.images.ListImages(pb.ListImagesRequest(filter=pb.ImageFilter(image=pb.ImageSpec(image=busybox))))
+    assert [i.id for i in listed.images] == [image_id]
+    assert not daemon.images.ListImages(
+        pb.ListImagesRequest(filter=pb.ImageFilter(image=pb.ImageSpec(image="127.0.0.1:1/nothing:here")))).images
+    streamed = [i.id for chunk in daemon.images.StreamImages(pb.StreamImagesRequest()) for i in chunk.images]
+    assert image_id in streamed
+    assert sorted(streamed) == sorted(i.id for i in daemon.images.ListImages(pb.ListImagesRequest()).images)
+    fs = daemon.images.ImageFsInfo(pb.ImageFsInfoRequest())
+    (images,) = fs.image_filesystems
+    assert images.used_bytes.value > 0 and images.inodes_used.value > 0
+    assert images.fs_id.mountpoint == str(Path(daemon.config["root"]) / "layers")
+    assert fs.container_filesystems[0].fs_id.mountpoint == str(Path(daemon.config["root"]) / "containers")
+    # An id in the spec, as kubelet sends: the same image.
+    assert daemon.images.ImageStatus(pb.ImageStatusRequest(image=pb.ImageSpec(image=image_id))).image.id == image_id
+
+
+def test_an_overlay_of_lowerdirs_shows_deleted_and_opaque_directories(registry: Registry, tmp_path: Path) -> None:
+    repo = unique("whiteouts/dirs")
+    bottom = Layer(tar_of_entries({"gone/": None, "gone/x": b"x", "again/": None, "again/old": b"old",
+                                   "opaque/": None, "opaque/old": b"old", "kept": b"1"}))
+    middle = Layer(tar_of_entries({".wh.gone": b"", ".wh.again": b"", "opaque/": None,
+                                   "opaque/.wh..wh..opq": b"", "opaque/new": b"new"}))
+    top = Layer(tar_of_entries({"again/": None, "again/new": b"new"}))
+    _d, image_id = push_image(registry, repo, "v1", [bottom, middle, top])
+    base = config_mod.load(None, None)
+    cfg = dataclasses.replace(base, root=str(tmp_path / "root"),
+                              registries=dataclasses.replace(base.registries, insecure=[registry.host]))
+    manager = ImageManager(lambda: cfg, RecordStore(tmp_path / "root"))
+    assert manager.pull(f"{registry.host}/{repo}:v1").id == image_id
+    lowers = manager.lowerdirs(image_id)
+    # In the store, the middle layer holds overlay whiteouts: 0:0 character devices, an opaque xattr.
+    for name in ("gone", "again"):
+        st = os.lstat(lowers[1] / name)
+        assert stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+    assert os.getxattr(lowers[1] / "opaque", "trusted.overlay.opaque") == b"y"
+    rootfs = tmp_path / "rootfs"
+    mount_overlay(lowers, tmp_path / "upper", tmp_path / "work", rootfs)
+    try:
+        assert sorted(os.listdir(rootfs)) == ["again", "kept", "opaque"]
+        assert sorted(os.listdir(rootfs / "again")) == ["new"]  # recreated above its whiteout: nothing old
+        assert sorted(os.listdir(rootfs / "opaque")) == ["new"]
+    finally:
+        unmount(rootfs)
+
+
+def test_pull_while_the_image_is_removed_ends_with_a_whole_image(daemon: DaemonHandle, registry: Registry) -> None:
+    repo = unique("race/remove")
+    _d, image_id = push_image(registry, repo, "v1", [random_layer("r.bin", 2 << 20)])
+    ref = f"{registry.host}/{repo}:v1"
+    stop = threading.Event()
+
+    def remover() -> None:
+        while not stop.is_set():
+            daemon.images.RemoveImage(pb.RemoveImageRequest(image=pb.ImageSpec(image=ref)))
+
+    with ThreadPoolExecutor(1) as pool:
+        removing = pool.submit(remover)
+        try:
+            for _ in range(5):
+                assert pull(daemon, ref) == image_id
+        finally:
+            stop.set()
+            removing.result(30)
+    # Whatever the interleaving, a recorded image has every layer on disk.
+    assert pull(daemon, ref) == image_id
+    info = daemon.images.ImageStatus(pb.ImageStatusRequest(image=pb.ImageSpec(image=ref), verbose=True)).info
+    layers = Path(daemon.config["root"]) / "layers"
+    for chain in json.loads(info["info"])["chainIDs"]:
+        assert (layers / chain.removeprefix("sha256:") / "layer.json").exists()
