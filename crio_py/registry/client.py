@@ -36,6 +36,8 @@ MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
 ACCEPT = ", ".join((*MANIFEST_TYPES, *INDEX_TYPES))
 _ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le", "s390x": "s390x"}
 HOST_PLATFORM = ("linux", _ARCH.get(platform.machine(), platform.machine()))
+# armv7l -> v7; arm64 is always v8 (an index may say so or not); amd64 images name no variant.
+HOST_VARIANT = {"arm64": "v8", "arm": "v" + platform.machine()[4:5]}.get(HOST_PLATFORM[1], "")
 # Docker Hub's API lives on another host than its name.
 _API_HOST = {"docker.io": "registry-1.docker.io"}
 
@@ -240,15 +242,42 @@ class BlobReader(io.RawIOBase):
         self._verified = True
 
 
-def choose_platform(index: dict[str, Any], want: tuple[str, str] = HOST_PLATFORM) -> dict[str, Any]:
-    """The manifest descriptor of an index for our platform; NotFound naming what exists."""
+def _variant(arch: str, variant: str) -> str:
+    """The variant as compared: arm64's is v8 whether written or not, amd64's v1 is none."""
+    if arch == "arm64" and not variant:
+        return "v8"
+    if arch == "amd64" and variant == "v1":
+        return ""
+    return variant
+
+
+def choose_platform(
+    index: dict[str, Any], want: tuple[str, str] = HOST_PLATFORM, variant: str = HOST_VARIANT
+) -> dict[str, Any]:
+    """The manifest descriptor of an index for our os/architecture/variant; NotFound naming what exists.
+
+    The exact variant wins; for arm, an older variant (v6 on a v7 host) or none does too.
+    """
+    os_name, arch = want
+    host = _variant(arch, variant)
+    ranked: list[tuple[int, int, dict[str, Any]]] = []
     available = []
-    for desc in index.get("manifests", []):
+    for position, desc in enumerate(index.get("manifests", [])):
         plat = desc.get("platform") or {}
-        available.append(f"{plat.get('os')}/{plat.get('architecture')}")
-        if (plat.get("os"), plat.get("architecture")) == want:
-            return desc
-    raise NotFound(f"no image for {want[0]}/{want[1]}; the index has: {', '.join(available) or 'nothing'}")
+        if plat.get("os") == "unknown":
+            continue  # build attestations ride along in indexes as unknown/unknown
+        theirs = _variant(plat.get("architecture", ""), plat.get("variant", ""))
+        available.append("/".join(str(p) for p in (plat.get("os"), plat.get("architecture"), theirs) if p))
+        if (plat.get("os"), plat.get("architecture")) != want:
+            continue
+        if theirs == host:
+            ranked.append((0, position, desc))
+        elif arch == "arm" and (not theirs or theirs < host):
+            ranked.append((1 if theirs else 2, position, desc))
+    if ranked:
+        return min(ranked, key=lambda r: r[:2])[2]
+    wanted = "/".join(p for p in (os_name, arch, host) if p)
+    raise NotFound(f"no image for {wanted}; the index has: {', '.join(available) or 'nothing'}")
 
 
 def new_http_client(insecure: bool = False) -> httpx.Client:
