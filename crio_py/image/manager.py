@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from crio_py.config import Config
 from crio_py.errors import CrioError, FailedPrecondition, Internal, InvalidArgument, NotFound
-from crio_py.image.model import AuthConfig, FsUsage, ImageRecord, user_of
+from crio_py.image.model import AuthConfig, DirUsage, FsUsage, ImageRecord, user_of
 from crio_py.image.pause import build_pause_layer, config_digest
 from crio_py.registry.reference import Reference, looks_like_id, parse
 from crio_py.state import RecordStore, write_atomic
@@ -55,7 +55,7 @@ class ImageManager:
         # Layers of pulls not yet recorded: no image wants them yet, but GC must leave them be.
         self._held: Counter[str] = Counter()
         self._in_use: Callable[[str], bool] = lambda _id: False
-        self._fs_usage: tuple[float, FsUsage, FsUsage] | None = None
+        self._fs_usage: tuple[float, FsUsage] | None = None
         for image_id, record in store.load_all(KIND).items():
             try:
                 self._images["sha256:" + image_id] = ImageRecord.from_record(record)
@@ -315,16 +315,15 @@ class ImageManager:
 
     # ---- usage -------------------------------------------------------------------------
 
-    def fs_usage(self) -> tuple[FsUsage, FsUsage]:
-        """(image layers, container writable layers) usage, cached for a few seconds."""
+    def fs_usage(self) -> FsUsage:
+        """Usage of ``<root>/layers`` and ``<root>/containers``, cached for a few seconds."""
         now = time.monotonic()
         cached = self._fs_usage
         if cached and now - cached[0] < FS_USAGE_TTL:
-            return cached[1], cached[2]
-        images = _usage(self.layers.root)
-        containers = _usage(self._root / "containers")
-        self._fs_usage = (now, images, containers)
-        return images, containers
+            return cached[1]
+        usage = FsUsage(images=_usage(self.layers.root), containers=_usage(self._root / "containers"))
+        self._fs_usage = (now, usage)
+        return usage
 
 
 def _host(url: str) -> str:
@@ -363,7 +362,7 @@ def _user_password(encoded: str, where: str) -> tuple[str, str]:
     return user, password
 
 
-def _usage(path: Path) -> FsUsage:
+def _usage(path: Path) -> DirUsage:
     used = inodes = 0
     seen: set[tuple[int, int]] = set()
     for dirpath, dirnames, filenames in os.walk(path):
@@ -380,4 +379,4 @@ def _usage(path: Path) -> FsUsage:
             seen.add(key)
             inodes += 1
             used += st.st_blocks * 512
-    return FsUsage(mountpoint=str(path), used_bytes=used, inodes_used=inodes)
+    return DirUsage(mountpoint=str(path), used_bytes=used, inodes_used=inodes)

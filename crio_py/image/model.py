@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 
 @dataclass
@@ -41,12 +41,19 @@ class AuthConfig:
 
 
 @dataclass(frozen=True)
-class FsUsage:
-    """Bytes and inodes under a directory of the store, as ImageFsInfo reports them."""
+class DirUsage:
+    """Bytes and inodes under one directory of the store, as ImageFsInfo reports a filesystem."""
 
     mountpoint: str
     used_bytes: int
     inodes_used: int
+
+
+class FsUsage(NamedTuple):
+    """What ImageFsInfo reports: the image layers and the containers' writable layers."""
+
+    images: DirUsage
+    containers: DirUsage
 
 
 def user_of(config: dict[str, Any]) -> tuple[int | None, str]:

@@ -9,7 +9,7 @@ from typing import Any
 
 from crio_py.cri import api_pb2 as pb
 from crio_py.errors import InvalidArgument
-from crio_py.image import AuthConfig, ImageManager, ImageRecord
+from crio_py.image import AuthConfig, DirUsage, ImageManager, ImageRecord
 from crio_py.server.listing import STREAM_CHUNK
 
 
@@ -59,10 +59,10 @@ class ImageService:
         return pb.RemoveImageResponse()
 
     def ImageFsInfo(self, request: pb.ImageFsInfoRequest, context: Any) -> pb.ImageFsInfoResponse:
-        images, containers = self.images.fs_usage()
+        usage_now = self.images.fs_usage()
         now = time.time_ns()
 
-        def usage(u: Any) -> pb.FilesystemUsage:
+        def usage(u: DirUsage) -> pb.FilesystemUsage:
             return pb.FilesystemUsage(
                 timestamp=now,
                 fs_id=pb.FilesystemIdentifier(mountpoint=u.mountpoint),
@@ -70,7 +70,9 @@ class ImageService:
                 inodes_used=pb.UInt64Value(value=u.inodes_used),
             )
 
-        return pb.ImageFsInfoResponse(image_filesystems=[usage(images)], container_filesystems=[usage(containers)])
+        return pb.ImageFsInfoResponse(
+            image_filesystems=[usage(usage_now.images)], container_filesystems=[usage(usage_now.containers)]
+        )
 
 
 def _to_pb(image: ImageRecord) -> pb.Image:
