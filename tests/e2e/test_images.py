@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import stat
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -18,16 +19,19 @@ import pytest
 from crio_py import config as config_mod
 from crio_py.cri import api_pb2 as pb
 from crio_py.image import ImageManager
+from crio_py.server.image_service import ImageService
 from crio_py.state import RecordStore
 from crio_py.storage.mounts import unmount
 from crio_py.storage.overlay import mount_overlay
 from tests.e2e.test_image_pulls import layer_dirs, pull, pull_error, status
 from tests.support.cri import unique
 from tests.support.daemon import DaemonHandle
-from tests.support.oci_images import Layer, image_parts, push_image, tar_of_entries
-from tests.support.registry import Registry, TokenFront, digest
+from tests.support.oci_images import Layer, image_parts, push_image, skopeo_push, tar_of_entries, umoci_layout
+from tests.support.registry import OCI_MANIFEST, Registry, TokenFront, digest
 
 pytestmark = pytest.mark.e2e
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 
 
 def random_layer(name: str, size: int) -> Layer:
@@ -193,3 +197,87 @@ def test_pull_while_the_image_is_removed_ends_with_a_whole_image(daemon: DaemonH
     layers = Path(daemon.config["root"]) / "layers"
     for chain in json.loads(info["info"])["chainIDs"]:
         assert (layers / chain.removeprefix("sha256:") / "layer.json").exists()
+
+
+def test_an_umoci_image_pulls_as_oci_as_docker_schema_2_and_through_a_docker_list(
+    registry: Registry, tmp_path: Path
+) -> None:
+    """Layers as real tools write them (umoci's ./ entries and whiteouts, skopeo's v2s2 conversion)."""
+
+    def base(rootfs: Path) -> None:
+        for directory in ("etc", "data", "bin"):
+            (rootfs / directory).mkdir()
+        (rootfs / "etc" / "motd").write_text("base\n")
+        (rootfs / "etc" / "gone").write_text("deleted above\n")
+        (rootfs / "data" / "old").write_text("old\n")
+        (rootfs / "bin" / "tool").write_text("#!/bin/sh\n")
+        os.chown(rootfs / "bin" / "tool", 1000, 1000)
+        os.chmod(rootfs / "bin" / "tool", 0o4755)
+        os.link(rootfs / "bin" / "tool", rootfs / "bin" / "tool-hard")
+        (rootfs / "etc" / "link").symlink_to("motd")
+
+    def change(rootfs: Path) -> None:
+        (rootfs / "etc" / "gone").unlink()
+        shutil.rmtree(rootfs / "data")
+        (rootfs / "etc" / "motd").write_text("top\n")
+
+    layout = tmp_path / "layout"
+    umoci_layout(layout, "v1", [base, change], user="1000:1000")
+    oci_repo, docker_repo = unique("umoci/oci"), unique("umoci/docker")
+    skopeo_push(layout, "v1", registry, oci_repo)
+    skopeo_push(layout, "v1", registry, docker_repo, docker_format=True)
+    base_cfg = config_mod.load(None, None)
+    cfg = dataclasses.replace(base_cfg, root=str(tmp_path / "root"),
+                              registries=dataclasses.replace(base_cfg.registries, insecure=[registry.host]))
+    manager = ImageManager(lambda: cfg, RecordStore(tmp_path / "root"))
+    service = ImageService(manager)
+
+    oci_ref, docker_ref = f"{registry.host}/{oci_repo}:v1", f"{registry.host}/{docker_repo}:v1"
+    image = manager.pull(oci_ref)
+    assert image.uid == 1000 and len(image.chain_ids) == 2
+    layers_after_first = {p.name for p in (tmp_path / "root" / "layers").iterdir()}
+    # Schema 2 of the same image: the same config (so the same id) and layers, nothing unpacked again.
+    assert manager.pull(docker_ref).id == image.id
+    assert {p.name for p in (tmp_path / "root" / "layers").iterdir()} == layers_after_first
+    with registry.client() as c:
+        resp = c.get(f"/v2/{docker_repo}/manifests/v1", headers={"Accept": DOCKER_MANIFEST})
+        assert resp.headers["content-type"] == DOCKER_MANIFEST
+        amd64 = {"mediaType": DOCKER_MANIFEST, "digest": digest(resp.content), "size": len(resp.content),
+                 "platform": {"os": "linux", "architecture": "amd64"}}
+    arm_digest, _arm_id = push_image(registry, docker_repo, "arm64", [Layer(tar_of_entries({"arm": b"1"}))],
+                                     arch="arm64")
+    arm64 = {"mediaType": OCI_MANIFEST, "digest": arm_digest, "size": 0,
+             "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}}
+    with registry.client() as c:
+        arm64["size"] = len(c.get(f"/v2/{docker_repo}/manifests/{arm_digest}",
+                                  headers={"Accept": OCI_MANIFEST}).content)
+    list_digest = registry.push_manifest(docker_repo, "multi", {"schemaVersion": 2, "mediaType": DOCKER_LIST,
+                                                                "manifests": [arm64, amd64]})
+    multi_ref = f"{registry.host}/{docker_repo}:multi"
+    pulled = manager.pull(multi_ref)
+    assert pulled.id == image.id
+    assert sorted(pulled.repo_tags) == sorted([oci_ref, docker_ref, multi_ref])
+    assert f"{registry.host}/{docker_repo}@{list_digest}" in pulled.repo_digests  # the list's digest, as Docker
+
+    # The store mounted read-only as a container would see it.
+    rootfs = tmp_path / "rootfs"
+    mount_overlay(manager.lowerdirs(image.id), tmp_path / "upper", tmp_path / "work", rootfs, readonly=True)
+    try:
+        assert (rootfs / "etc" / "motd").read_text() == "top\n"
+        assert not (rootfs / "etc" / "gone").exists() and not (rootfs / "data").exists()
+        assert os.readlink(rootfs / "etc" / "link") == "motd"
+        tool = os.stat(rootfs / "bin" / "tool")
+        assert (stat.S_IMODE(tool.st_mode), tool.st_uid) == (0o4755, 1000)
+        assert os.stat(rootfs / "bin" / "tool-hard").st_ino == tool.st_ino
+    finally:
+        unmount(rootfs)
+
+    # The RPCs on the same manager: verbose status carries the config; a tag untags, the id deletes.
+    verbose = service.ImageStatus(pb.ImageStatusRequest(image=pb.ImageSpec(image=docker_ref), verbose=True), None)
+    assert json.loads(verbose.info["info"])["imageSpec"]["config"]["User"] == "1000:1000"
+    service.RemoveImage(pb.RemoveImageRequest(image=pb.ImageSpec(image=docker_ref)), None)
+    assert sorted(service.ImageStatus(pb.ImageStatusRequest(image=pb.ImageSpec(image=image.id)), None)
+                  .image.repo_tags) == sorted([oci_ref, multi_ref])
+    service.RemoveImage(pb.RemoveImageRequest(image=pb.ImageSpec(image=image.id)), None)
+    assert service.ListImages(pb.ListImagesRequest(), None).images == []
+    assert [p for p in (tmp_path / "root" / "layers").iterdir() if not p.name.startswith(".")] == []

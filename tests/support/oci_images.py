@@ -10,8 +10,11 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import shutil
+import subprocess
 import tarfile
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -138,6 +141,39 @@ def _fetch_manifest(registry: Registry, repo: str, dgst: str) -> bytes:
         return resp.content
 
 
+def umoci_layout(layout: Path, tag: str, steps: list[Callable[[Path], None]], user: str = "") -> None:
+    """An OCI layout built by umoci: one layer per step, each step editing the rootfs in place.
+
+    What a step deletes becomes umoci's own whiteouts; every layer starts with umoci's ``./`` entry.
+    """
+    image = f"{layout}:{tag}"
+    bundle = layout.with_name(layout.name + "-bundle")
+    subprocess.run(["umoci", "init", "--layout", str(layout)], check=True, capture_output=True)
+    subprocess.run(["umoci", "new", "--image", image], check=True, capture_output=True)
+    subprocess.run(["umoci", "unpack", "--image", image, str(bundle)], check=True, capture_output=True)
+    try:
+        for step in steps:
+            step(bundle / "rootfs")
+            subprocess.run(["umoci", "repack", "--refresh-bundle", "--image", image, str(bundle)], check=True,
+                           capture_output=True)
+    finally:
+        shutil.rmtree(bundle, ignore_errors=True)
+    if user:
+        subprocess.run(["umoci", "config", "--image", image, "--config.user", user], check=True, capture_output=True)
+
+
+def skopeo_push(layout: Path, tag: str, registry: Registry, repo: str, docker_format: bool = False) -> None:
+    """Copy an OCI layout's image to the test registry with skopeo, as OCI or as Docker schema 2."""
+    args = ["skopeo", "copy", "--quiet", "--dest-tls-verify=false"]
+    if registry.htpasswd:
+        args.append("--dest-creds=" + ":".join(registry.htpasswd))
+    if docker_format:
+        args.append("--format=v2s2")
+    subprocess.run([*args, f"oci:{layout}:{tag}", f"docker://{registry.host}/{repo}:{tag}"], check=True,
+                   capture_output=True)
+
+
 __all__ = [
-    "LAYER_TAR", "LAYER_ZSTD", "Layer", "busybox_layer", "image_parts", "push_image", "push_index", "tar_of_entries",
+    "LAYER_TAR", "LAYER_ZSTD", "Layer", "busybox_layer", "image_parts", "push_image", "push_index", "skopeo_push",
+    "tar_of_entries", "umoci_layout",
 ]
