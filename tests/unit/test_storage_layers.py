@@ -203,3 +203,27 @@ def test_store_start_removes_leftovers_of_a_crash(tmp_path: Path) -> None:
     LayerStore(tmp_path)
     assert sorted(os.listdir(store.root)) == ["c" * 64]
     assert not store.has("sha256:" + "c" * 64)
+
+
+def test_gzip_members_in_a_row_and_zero_padding_are_one_layer(tmp_path: Path) -> None:
+    layer = tar_bytes(entry("big", data=os.urandom(300_000)), entry("small", data=b"1"))
+    blob = gzip.compress(layer[:1000]) + gzip.compress(layer[1000:]) + b"\0" * 512
+    store = LayerStore(tmp_path)
+    store.add(sha(layer), sha(layer), io.BytesIO(blob))  # type: ignore[arg-type]
+    assert (store.diff_dir(sha(layer)) / "small").read_bytes() == b"1"
+
+
+@pytest.mark.parametrize("damage", ["truncated", "bad-crc", "junk-after"])
+def test_a_damaged_gzip_stream_is_a_readable_error_and_keeps_nothing(tmp_path: Path, damage: str) -> None:
+    layer = tar_bytes(entry("f", data=b"x" * 5000))
+    blob = bytearray(gzip.compress(layer))
+    if damage == "truncated":
+        del blob[-20:]
+    elif damage == "bad-crc":
+        blob[-6] ^= 0xFF  # the member's CRC32 (its last 8 bytes are CRC and length)
+    else:
+        blob += b"junk"
+    store = LayerStore(tmp_path)
+    with pytest.raises(Internal, match="not a readable tar archive"):
+        store.add(sha(layer), sha(layer), io.BytesIO(bytes(blob)))  # type: ignore[arg-type]
+    assert os.listdir(store.root) == []
