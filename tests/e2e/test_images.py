@@ -281,3 +281,9 @@ def test_an_umoci_image_pulls_as_oci_as_docker_schema_2_and_through_a_docker_lis
     service.RemoveImage(pb.RemoveImageRequest(image=pb.ImageSpec(image=image.id)), None)
     assert service.ListImages(pb.ListImagesRequest(), None).images == []
     assert [p for p in (tmp_path / "root" / "layers").iterdir() if not p.name.startswith(".")] == []
+
+
+def test_an_unknown_host_is_unavailable_naming_it(daemon: DaemonHandle) -> None:
+    # .invalid never resolves (RFC 2606): the name lookup fails, not a connection.
+    err = pull_error(daemon, "registry.invalid/team/app:v1")
+    assert err.code() == grpc.StatusCode.UNAVAILABLE and "registry.invalid" in err.details()
