@@ -15,13 +15,13 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from crio_py.config import Config
+from crio_py.config import Config, RegistriesConfig
 from crio_py.errors import CrioError, FailedPrecondition, Internal, InvalidArgument, NotFound
 from crio_py.image.model import AuthConfig, DirUsage, FsUsage, ImageRecord, user_of
 from crio_py.image.pause import build_pause_layer, config_digest
@@ -62,6 +62,16 @@ class ImageManager:
             except TypeError as exc:
                 log.error("unreadable image record skipped", extra={"image": image_id, "error": str(exc)})
         log.info("images restored", extra={"count": len(self._images)})
+        self._collect_leftovers()
+
+    def _collect_leftovers(self) -> None:
+        """Drop what a crash left between a pull's first layer and its record: layers and configs
+        no image wants, and interrupted config writes."""
+        self._gc_layers()
+        for path in self._configs.iterdir():
+            orphan = path.suffix == ".json" and "sha256:" + path.stem not in self._images
+            if orphan or path.name.endswith(".tmp"):
+                path.unlink(missing_ok=True)
 
     def set_in_use_check(self, fn: Callable[[str], bool]) -> None:
         """``fn(image_id)`` says whether a container uses the image (then it cannot be removed)."""
@@ -126,27 +136,47 @@ class ImageManager:
             pull_lock = self._pull_locks.setdefault(str(ref), threading.Lock())
         with pull_lock:
             try:
-                return self._pull(ref, auth)
-            except CrioError as exc:
-                if ref != parse(self._config().pause_image):
-                    raise
-                log.warning("pause image not pullable; using the local one", extra={"image": str(ref),
-                            "error": exc.message})
-                return self.find(ref_text) or self._build_pause(ref_text)
+                return self._pull_or_local_pause(ref, ref_text, auth)
+            except OSError as exc:  # the store's disk: full, read-only, not ours to write
+                raise Internal(f"image {ref}: cannot write the image store: {exc}") from None
+
+    def _pull_or_local_pause(self, ref: Reference, ref_text: str, auth: AuthConfig | None) -> ImageRecord:
+        try:
+            return self._pull(ref, auth)
+        except CrioError as exc:
+            if ref != parse(self._config().pause_image):
+                raise
+            log.warning("pause image not pullable; using the local one", extra={"image": str(ref),
+                        "error": exc.message})
+            return self.find(ref_text) or self._build_pause(ref_text)
 
     def _pull(self, ref: Reference, auth: AuthConfig | None) -> ImageRecord:
+        cfg = self._config().registries
+        touched: set[str] = set()
+        try:
+            return self._pull_from_endpoints(ref, auth, cfg, touched)
+        finally:
+            # Layers of a failed pull that no image wants go (once the pull is recorded, it wants them
+            # all); kept until every endpoint was tried, the next may share them.
+            with self._lock:
+                self._gc_layers(touched)
+
+    def _pull_from_endpoints(
+        self, ref: Reference, auth: AuthConfig | None, cfg: RegistriesConfig, touched: set[str]
+    ) -> ImageRecord:
+        """The first endpoint that serves the image whole wins; the layers it unpacks join ``touched``."""
         # The HTTP stack (httpx, anyio, asyncio...) costs the daemon ~7 MiB: load it at the first pull.
         from crio_py.registry import client as registry
 
-        cfg = self._config().registries
-        creds = _credentials(ref, auth, cfg.auth_file)
         errors: list[CrioError] = []
         for endpoint in registry.endpoints_for(ref, cfg.mirrors, cfg.insecure):
-            insecure = endpoint.base_url.startswith("http://") or _host(endpoint.base_url) in cfg.insecure
+            host = _host(endpoint.base_url)
+            creds = _credentials(ref, auth, cfg.auth_file, host)
+            insecure = endpoint.base_url.startswith("http://") or registry.is_insecure(host, cfg.insecure)
             with registry.new_http_client(insecure=insecure) as http:
                 session = registry.RegistrySession(http, endpoint, ref.path, creds)
                 try:
-                    image = self._pull_from(session, ref, cfg.max_concurrent_downloads)
+                    image = self._pull_from(session, ref, cfg.max_concurrent_downloads, touched)
                 except CrioError as exc:
                     if not endpoint.is_mirror:
                         errors.append(exc)
@@ -160,15 +190,17 @@ class ImageManager:
         # The upstream's answer is the one that matters; a mirror's only if there was no other.
         raise errors[-1]
 
-    def _pull_from(self, session: registry.RegistrySession, ref: Reference, parallel: int) -> ImageRecord:
+    def _pull_from(
+        self, session: registry.RegistrySession, ref: Reference, parallel: int, touched: set[str]
+    ) -> ImageRecord:
         from crio_py.registry import client as registry
 
         media, top_digest, raw = session.manifest(ref.object)
-        manifest = json.loads(raw)
+        manifest = _json_object(raw, f"the manifest of {ref}")
         if media in registry.INDEX_TYPES or "manifests" in manifest:
             desc = registry.choose_platform(manifest)
             media, _digest, raw = session.manifest(desc["digest"])
-            manifest = json.loads(raw)
+            manifest = _json_object(raw, f"the manifest {desc['digest']} of {ref}")
         config_desc = manifest.get("config") or {}
         # Docker schema 1 (and anything else without a config blob) is not an image we can run.
         if manifest.get("schemaVersion") != 2 or "digest" not in config_desc:
@@ -177,7 +209,7 @@ class ImageManager:
                 "only OCI and Docker schema 2 images can be pulled"
             )
         config_raw = session.blob_bytes(config_desc["digest"], int(config_desc["size"]))
-        config = json.loads(config_raw)
+        config = _json_object(config_raw, f"the config of {ref}")
         if (config.get("os"), config.get("architecture")) != registry.HOST_PLATFORM:
             raise NotFound(
                 f"image {ref} is for {config.get('os')}/{config.get('architecture')}, this node is "
@@ -188,14 +220,19 @@ class ImageManager:
         if len(diff_ids) != len(layers):
             raise Internal(f"image {ref}: {len(layers)} layers but {len(diff_ids)} diff ids in its config")
         chains = chain_ids(diff_ids)
+        touched.update(chains)
         with self._holding(chains):
             with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="pull") as pool:
                 futures = [
                     pool.submit(self._ensure_layer, session, desc, diff_id, chain)
                     for desc, diff_id, chain in zip(layers, diff_ids, chains, strict=True)
                 ]
+                done, _pending = wait(futures, return_when=FIRST_EXCEPTION)
                 for future in futures:
-                    future.result()
+                    future.cancel()  # after a failure, layers not started are not fetched for nothing
+                for future in futures:
+                    if future in done:
+                        future.result()
             size = sum(int(d.get("size", 0)) for d in layers) + int(config_desc["size"])
             return self._commit(config_desc["digest"], config_raw, config, chains, size, ref, top_digest,
                                 annotations=manifest.get("annotations") or {})
@@ -306,12 +343,15 @@ class ImageManager:
             self._gc_layers()
         log.info("image removed", extra={"image": ref_or_id, "id": image.id})
 
-    def _gc_layers(self) -> None:
+    def _gc_layers(self, candidates: Iterable[str] | None = None) -> None:
+        """Remove the layers (of ``candidates``, else all) that no image wants and no pull holds."""
         wanted = {c for image in self._images.values() for c in image.chain_ids} | set(self._held)
-        for chain in self.layers.chain_ids():
+        present = set(self.layers.chain_ids())
+        for chain in present if candidates is None else present.intersection(candidates):
             if chain not in wanted:
                 with self.layers.lock(chain):
                     self.layers.remove(chain)
+                log.info("unused layer removed", extra={"chain_id": chain})
 
     # ---- usage -------------------------------------------------------------------------
 
@@ -330,8 +370,8 @@ def _host(url: str) -> str:
     return url.split("://", 1)[-1].split("/", 1)[0]
 
 
-def _credentials(ref: Reference, auth: AuthConfig | None, auth_file: str) -> registry.Credentials | None:
-    """Credentials from the request, else from the docker-style auth file."""
+def _credentials(ref: Reference, auth: AuthConfig | None, auth_file: str, host: str) -> registry.Credentials | None:
+    """Credentials from the request, else the auth file's for ``host`` (a mirror's own) or the image's registry."""
     from crio_py.registry import client as registry
 
     if auth and (auth.username or auth.auth):
@@ -346,11 +386,22 @@ def _credentials(ref: Reference, auth: AuthConfig | None, auth_file: str) -> reg
         log.warning("auth file unreadable", extra={"path": auth_file, "error": str(exc)})
         return None
     hub = "https://index.docker.io/v1/" if ref.domain == "docker.io" else ""
-    for key in (ref.domain, f"https://{ref.domain}", hub):
+    for key in (host, f"https://{host}", ref.domain, f"https://{ref.domain}", hub):
         entry = auths.get(key)
         if entry and entry.get("auth"):
             return registry.Credentials(*_user_password(entry["auth"], f"{auth_file} ({key})"))
     return None
+
+
+def _json_object(raw: bytes, what: str) -> dict[str, Any]:
+    """``raw`` parsed as a JSON object; Internal naming ``what`` when it is not one."""
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise Internal(f"{what} is not a JSON object")
+    return value
 
 
 def _user_password(encoded: str, where: str) -> tuple[str, str]:

@@ -57,14 +57,20 @@ class Endpoint:
     is_mirror: bool = False
 
 
+def is_insecure(host: str, insecure: list[str]) -> bool:
+    """Whether ``host`` (``name[:port]``) is listed as insecure, with its port or without."""
+    name = host.partition("]")[0] + "]" if host.startswith("[") else host.rpartition(":")[0] or host
+    return host in insecure or name in insecure
+
+
 def endpoints_for(ref: Reference, mirrors: dict[str, list[str]], insecure: list[str]) -> list[Endpoint]:
     """Mirrors of the reference's host in order, then the host itself."""
     out = []
     for mirror in mirrors.get(ref.domain, []):
-        url = mirror if "://" in mirror else f"{'http' if mirror in insecure else 'https'}://{mirror}"
+        url = mirror if "://" in mirror else f"{'http' if is_insecure(mirror, insecure) else 'https'}://{mirror}"
         out.append(Endpoint(url.rstrip("/"), is_mirror=True))
     host = _API_HOST.get(ref.domain, ref.domain)
-    scheme = "http" if ref.domain in insecure or host in insecure else "https"
+    scheme = "http" if is_insecure(ref.domain, insecure) or is_insecure(host, insecure) else "https"
     out.append(Endpoint(f"{scheme}://{host}"))
     return out
 
@@ -166,7 +172,10 @@ class RegistrySession:
             raise Internal(f"manifest {self.repo}@{ref}: digest mismatch (got {digest})")
         media = resp.headers.get("Content-Type", "").split(";")[0].strip()
         if media not in (*INDEX_TYPES, *MANIFEST_TYPES):
-            media = json.loads(data).get("mediaType", media)
+            try:
+                media = json.loads(data).get("mediaType", media)
+            except (ValueError, AttributeError):
+                raise Internal(f"manifest {self.repo}:{ref} on {self.endpoint.base_url} is not a JSON object") from None
         return media, digest, data
 
     def blob_bytes(self, digest: str, size: int) -> bytes:
