@@ -175,7 +175,6 @@ def main() -> int:
         daemon.stop()
         kill_cgroup_processes_and_remove(parent)
         kill_cgroup_processes_and_remove(bare_parent)
-        subprocess.run(["rm", "-rf", str(work / "runc-root")], check=False)
         registry.stop()
         cleanup_workdir(work)
         shutil.rmtree(work, ignore_errors=True)
