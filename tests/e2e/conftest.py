@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from crio_py.cri import api_pb2 as pb
-from tests.support.cri import kill_cgroup_processes_and_remove, remove_everything, unique
+from tests.support.cri import kill_cgroup_processes_and_remove, pod_config, remove_everything, unique
 from tests.support.daemon import DaemonHandle, cleanup_workdir, new_daemon
 from tests.support.oci_images import busybox_layer, push_image
+from tests.support.pods import Pod
 from tests.support.registry import Registry
 
 BUSYBOX_REPO = "library/busybox"
@@ -75,3 +76,9 @@ def busybox(daemon: DaemonHandle, registry: Registry) -> str:
     ref = f"{registry.host}/{BUSYBOX_REPO}:latest"
     daemon.images.PullImage(pb.PullImageRequest(image=pb.ImageSpec(image=ref)), timeout=120)
     return ref
+
+
+@pytest.fixture
+def pod(daemon: DaemonHandle, busybox: str, cgroup_parent: str, tmp_path: Path) -> Pod:
+    """A ready pod (busybox pulled) whose container logs go to a temp log directory."""
+    return Pod(daemon, busybox, pod_config(cgroup_parent=cgroup_parent, log_directory=str(tmp_path / "logs")))

@@ -17,19 +17,13 @@ import pytest
 from crio_py.cri import api_pb2 as pb
 from crio_py.monitor import MONITOR_GONE_REASON
 from crio_py.proc import process_alive
-from tests.e2e.test_containers import Pod
-from tests.support.cri import host_mounts_under, pod_config
-from tests.support.daemon import DaemonHandle
+from tests.support.cri import host_mounts_under
+from tests.support.pods import Pod
 
 pytestmark = pytest.mark.e2e
 # One numbered line every 0.1 s: a lost or doubled line shows as a gap or repeat in the numbers.
 COUNTER = "i=0; while true; do i=$((i+1)); echo line $i; sleep 0.1; done"
 COUNTER_LINE = re.compile(r"^(\S+) stdout F line (\d+)$", re.M)
-
-
-@pytest.fixture
-def pod(daemon: DaemonHandle, busybox: str, cgroup_parent: str, tmp_path: Path) -> Pod:
-    return Pod(daemon, busybox, pod_config(cgroup_parent=cgroup_parent, log_directory=str(tmp_path / "logs")))
 
 
 def counted(*paths: Path) -> list[tuple[float, int]]:
