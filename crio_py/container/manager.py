@@ -251,13 +251,15 @@ class ContainerManager:
             if ctr.phase != CREATED:
                 raise FailedPrecondition(f"container {ctr.id} is {ctr.phase}, only a created container can start")
             runtime = self._runtime(ctr)
+            # Taken before the start: a quick container's recorded exit must not precede it.
+            started_at = time.time_ns()
             try:
                 runtime.start(ctr.id)
             except Internal:
                 # The process may already be gone (e.g. exec failed): record why, then report.
                 self.refresh(ctr)
                 raise
-            ctr.started_at_ns = time.time_ns()
+            ctr.started_at_ns = started_at
             ctr.phase = RUNNING
             self._store.write(KIND, ctr.id, ctr.to_record())
         log.info("container started", extra={"container_id": ctr.id, "pod_id": ctr.pod_id})
