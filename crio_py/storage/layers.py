@@ -18,16 +18,27 @@ import os
 import shutil
 import stat
 import sys
-import tarfile
 import threading
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 from crio_py.errors import Internal, InvalidArgument
 from crio_py.state import write_atomic
+from crio_py.storage.tarstream import (
+    BLOCKDEV,
+    CHARDEV,
+    DIRECTORY,
+    FIFO,
+    HARDLINK,
+    REGULAR,
+    SYMLINK,
+    Entry,
+    TarFormatError,
+    TarReader,
+)
 
 log = logging.getLogger(__name__)
 WHITEOUT = ".wh."
@@ -76,7 +87,7 @@ def _drain(stream: IO[bytes]) -> None:
 
 def _format_errors() -> tuple[type[Exception], ...]:
     """What a truncated or garbled layer raises from the tar reader and the decompressors."""
-    errors: tuple[type[Exception], ...] = (tarfile.TarError, zlib.error, EOFError)
+    errors: tuple[type[Exception], ...] = (TarFormatError, zlib.error, EOFError)
     zstd = sys.modules.get("zstandard")  # loaded only if a zstd layer was seen
     return (*errors, zstd.ZstdError) if zstd else errors
 
@@ -227,106 +238,174 @@ class LayerStore:
         shutil.rmtree(doomed, ignore_errors=True)
 
 
-def _safe_target(root: Path, name: str) -> Path:
-    """The path of a tar entry inside ``root`` (``root`` itself for ``./``); refuse anything that would leave it."""
-    parts = [p for p in name.split("/") if p not in ("", ".")]
-    # Absolute names are refused rather than re-rooted: no image builder writes them.
-    if name.startswith("/") or any(p == ".." for p in parts):
-        raise InvalidArgument(f"layer entry {name!r} escapes the layer root")
-    current = root
-    for part in parts[:-1]:
-        current = current / part
-        try:
-            mode = os.lstat(current).st_mode
-        except FileNotFoundError:
-            break  # nothing below exists either: mkdir will make real directories
-        if stat.S_ISLNK(mode):
-            raise InvalidArgument(f"layer entry {name!r} would be written through the symlink {part!r}")
-        if not stat.S_ISDIR(mode):
-            raise InvalidArgument(f"layer entry {name!r} is under {part!r}, which is not a directory")
-    return root.joinpath(*parts)
-
-
-def _remove_existing(path: Path) -> None:
-    """Clear the way for a new entry at ``path``: a later entry replaces an earlier one (dirs too)."""
-    if path.is_symlink() or (path.exists() and not path.is_dir()):
-        path.unlink()
-    elif path.is_dir():
-        shutil.rmtree(path)
+# Files up to this size are read in one call rather than copied through the buffer.
+_SMALL_FILE = 256 * 1024
+_O_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def unpack(stream: IO[bytes], root: Path) -> None:
     """Extract a layer tar from ``stream`` into ``root`` in overlayfs form (see module docs)."""
-    dir_times: list[tuple[Path, int]] = []
-    with tarfile.open(fileobj=stream, mode="r|", bufsize=CHUNK) as tar:
-        for member in tar:
-            target = _safe_target(root, member.name)
-            if target == root:
-                if not member.isdir():
-                    raise InvalidArgument(f"layer entry {member.name!r} is the layer root but not a directory")
-                _apply_metadata(root, member)
-                dir_times.append((root, int(member.mtime)))
-                continue
-            parent, base = target.parent, target.name
-            parent.mkdir(parents=True, exist_ok=True)
-            if base == OPAQUE:
-                os.setxattr(parent, "trusted.overlay.opaque", b"y")
-                continue
-            if base.startswith(WHITEOUT + WHITEOUT):
-                continue  # aufs bookkeeping (.wh..wh.plnk, .wh..wh.aufs): nothing of the image
-            if base.startswith(WHITEOUT):
-                if base[len(WHITEOUT) :] in ("", ".", ".."):
-                    raise InvalidArgument(f"layer entry {member.name!r} is a whiteout of nothing")
-                hidden = parent / base[len(WHITEOUT) :]
-                _remove_existing(hidden)
-                os.mknod(hidden, stat.S_IFCHR | 0o000, os.makedev(0, 0))
-                continue
-            if member.isdir():
-                # A symlink in the way is replaced, never followed: its metadata would land outside.
-                if target.is_symlink() or (target.exists() and not target.is_dir()):
-                    target.unlink()
-                target.mkdir(exist_ok=True)
-            else:
-                _remove_existing(target)
-                if member.isreg():
-                    src = tar.extractfile(member)
-                    assert src is not None
-                    with open(target, "wb") as out:
-                        shutil.copyfileobj(src, out, CHUNK)
-                elif member.issym():
-                    os.symlink(member.linkname, target)
-                elif member.islnk():
-                    source = _safe_target(root, member.linkname)
-                    if not source.exists() and not source.is_symlink():
-                        raise InvalidArgument(f"layer hard link {member.name!r} -> {member.linkname!r}: no such entry")
-                    os.link(source, target, follow_symlinks=False)
-                    continue  # a hard link shares the source's metadata
-                elif member.ischr() or member.isblk():
-                    kind = stat.S_IFCHR if member.ischr() else stat.S_IFBLK
-                    os.mknod(target, kind | member.mode, os.makedev(member.devmajor, member.devminor))
-                elif member.isfifo():
-                    os.mkfifo(target, member.mode)
-                else:
-                    continue
-            _apply_metadata(target, member)
-            if member.isdir():
-                dir_times.append((target, int(member.mtime)))
+    unpacker = _Unpacker(str(root))
+    reader = TarReader(stream)
+    for entry in reader.entries():
+        unpacker.extract(entry, reader)
     # Directory mtimes last: creating entries inside them changed them.
-    for path, mtime in reversed(dir_times):
-        os.utime(path, (mtime, mtime))
+    for path, mtime in reversed(unpacker.dir_times):
+        os.utime(path, (mtime, mtime), follow_symlinks=False)
 
 
-def _apply_metadata(target: Path, member: tarfile.TarInfo) -> None:
-    os.lchown(target, member.uid, member.gid)
-    for key, value in member.pax_headers.items():
-        if key.startswith("SCHILY.xattr."):
+class _Unpacker:
+    """One layer's extraction. Paths are plain strings, and the directories known to be real
+    (made here, or checked not to be symlinks) are remembered, so that an entry costs its own
+    system calls and not a walk over its parents."""
+
+    def __init__(self, root: str):
+        self.root = root
+        self.dirs: set[str] = {""}  # relative paths
+        self.dir_times: list[tuple[str, float]] = []
+        self.buffer = memoryview(bytearray(CHUNK))
+
+    def extract(self, entry: Entry, reader: TarReader) -> None:
+        rel = self._relative(entry.name)
+        if not rel:
+            if entry.type != DIRECTORY:
+                raise InvalidArgument(f"layer entry {entry.name!r} is the layer root but not a directory")
+            self._metadata(self.root, entry)
+            return
+        self._ensure_dirs(rel.rpartition("/")[0], entry.name)
+        parent, _, base = rel.rpartition("/")
+        full = os.path.join(self.root, rel)
+        if base.startswith(WHITEOUT):
+            self._whiteout(parent, base, entry.name)
+        elif entry.type == REGULAR:
+            self._file(rel, full, entry, reader)
+        elif entry.type == DIRECTORY:
             try:
-                os.setxattr(target, key[len("SCHILY.xattr.") :], value.encode("utf-8", "surrogateescape"),
-                            follow_symlinks=False)
+                os.mkdir(full, 0o700)
+            except FileExistsError:
+                if not stat.S_ISDIR(os.lstat(full).st_mode):  # a symlink in the way is replaced, never followed
+                    self._clear(rel, full)
+                    os.mkdir(full, 0o700)
+            self.dirs.add(rel)
+            self._metadata(full, entry)
+        elif entry.type == HARDLINK:
+            source_rel = self._relative(entry.linkname)
+            self._ensure_dirs(source_rel.rpartition("/")[0], entry.linkname)
+            source = os.path.join(self.root, source_rel)
+            if not source_rel or not os.path.lexists(source):
+                raise InvalidArgument(f"layer hard link {entry.name!r} -> {entry.linkname!r}: no such entry")
+            self._create(rel, full, lambda: os.link(source, full, follow_symlinks=False))
+            # A hard link shares the source's metadata.
+        elif entry.type in (SYMLINK, CHARDEV, BLOCKDEV, FIFO):
+            if entry.type == SYMLINK:
+                self._create(rel, full, lambda: os.symlink(entry.linkname, full))
+            elif entry.type == FIFO:
+                self._create(rel, full, lambda: os.mkfifo(full, entry.mode))
+            else:
+                kind = stat.S_IFCHR if entry.type == CHARDEV else stat.S_IFBLK
+                device = os.makedev(entry.devmajor, entry.devminor)
+                self._create(rel, full, lambda: os.mknod(full, kind | entry.mode, device))
+            self._metadata(full, entry)
+        # Anything else (volume labels and the like) has nothing to put on disk.
+
+    def _relative(self, name: str) -> str:
+        """The entry's path relative to the root ("" for the root); refuse anything that would leave it."""
+        parts = [p for p in name.split("/") if p not in ("", ".")]
+        # Absolute names are refused rather than re-rooted: no image builder writes them.
+        if name.startswith("/") or ".." in parts:
+            raise InvalidArgument(f"layer entry {name!r} escapes the layer root")
+        return "/".join(parts)
+
+    def _ensure_dirs(self, rel: str, name: str) -> None:
+        """Make ``rel`` and its parents directories; refuse a symlink or a file among them."""
+        if rel in self.dirs:
+            return
+        current = ""
+        for part in rel.split("/"):
+            current = f"{current}/{part}" if current else part
+            if current in self.dirs:
+                continue
+            full = os.path.join(self.root, current)
+            try:
+                mode = os.lstat(full).st_mode
+            except FileNotFoundError:
+                os.mkdir(full, 0o755)
+            else:
+                if stat.S_ISLNK(mode):
+                    raise InvalidArgument(f"layer entry {name!r} would be written through the symlink {part!r}")
+                if not stat.S_ISDIR(mode):
+                    raise InvalidArgument(f"layer entry {name!r} is under {part!r}, which is not a directory")
+            self.dirs.add(current)
+
+    def _clear(self, rel: str, full: str) -> None:
+        """Remove what is at ``full``: a later entry replaces an earlier one (directories too)."""
+        try:
+            mode = os.lstat(full).st_mode
+        except FileNotFoundError:
+            return
+        if stat.S_ISDIR(mode):
+            shutil.rmtree(full)
+            self.dirs = {d for d in self.dirs if d != rel and not d.startswith(rel + "/")}
+        else:
+            os.unlink(full)
+
+    def _create(self, rel: str, full: str, make: Callable[[], None]) -> None:
+        try:
+            make()
+        except FileExistsError:
+            self._clear(rel, full)
+            make()
+
+    def _whiteout(self, parent: str, base: str, name: str) -> None:
+        parent_full = os.path.join(self.root, parent) if parent else self.root
+        if base == OPAQUE:
+            os.setxattr(parent_full, "trusted.overlay.opaque", b"y", follow_symlinks=False)
+            return
+        if base.startswith(WHITEOUT + WHITEOUT):
+            return  # aufs bookkeeping (.wh..wh.plnk, .wh..wh.aufs): nothing of the image
+        hidden = base[len(WHITEOUT) :]
+        if hidden in ("", ".", ".."):
+            raise InvalidArgument(f"layer entry {name!r} is a whiteout of nothing")
+        rel = f"{parent}/{hidden}" if parent else hidden
+        full = os.path.join(self.root, rel)
+        self._create(rel, full, lambda: os.mknod(full, stat.S_IFCHR, os.makedev(0, 0)))
+
+    def _file(self, rel: str, full: str, entry: Entry, reader: TarReader) -> None:
+        try:
+            fd = os.open(full, _O_NEW, 0o600)
+        except FileExistsError:
+            self._clear(rel, full)
+            fd = os.open(full, _O_NEW, 0o600)
+        try:
+            if entry.size <= _SMALL_FILE:
+                data = memoryview(reader.read_data())
+                while data:
+                    data = data[os.write(fd, data) :]
+            else:
+                reader.copy_data(fd, self.buffer)
+            # Owner first: chown clears set-id bits and file capabilities, which come after it.
+            os.fchown(fd, entry.uid, entry.gid)
+            self._xattrs(fd, entry, full)
+            os.fchmod(fd, entry.mode)
+            os.utime(fd, (entry.mtime, entry.mtime))
+        finally:
+            os.close(fd)
+
+    def _metadata(self, full: str, entry: Entry) -> None:
+        os.chown(full, entry.uid, entry.gid, follow_symlinks=False)
+        self._xattrs(full, entry, full)
+        if entry.type == DIRECTORY:
+            os.chmod(full, entry.mode)
+            self.dir_times.append((full, entry.mtime))
+            return
+        if entry.type != SYMLINK:
+            os.chmod(full, entry.mode)
+        os.utime(full, (entry.mtime, entry.mtime), follow_symlinks=False)
+
+    @staticmethod
+    def _xattrs(target: str | int, entry: Entry, shown: str) -> None:
+        for name, value in entry.xattrs.items():
+            try:
+                os.setxattr(target, name, value, follow_symlinks=isinstance(target, int))
             except OSError as exc:
-                log.debug("xattr not kept", extra={"path": str(target), "error": str(exc)})
-    if not member.issym():
-        os.chmod(target, member.mode)
-        os.utime(target, (member.mtime, member.mtime))
-    else:
-        os.utime(target, (member.mtime, member.mtime), follow_symlinks=False)
+                log.debug("xattr not kept", extra={"path": shown, "xattr": name, "error": str(exc)})
