@@ -38,6 +38,10 @@ _ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc
 HOST_PLATFORM = ("linux", _ARCH.get(platform.machine(), platform.machine()))
 # armv7l -> v7; arm64 is always v8 (an index may say so or not); amd64 images name no variant.
 HOST_VARIANT = {"arm64": "v8", "arm": "v" + platform.machine()[4:5]}.get(HOST_PLATFORM[1], "")
+# Manifests and configs are small; a registry answering with more is not to be believed (the
+# limits containers/image uses too), and a bigger one would only cost memory.
+MAX_MANIFEST = 4 * 1024 * 1024
+MAX_CONFIG = 8 * 1024 * 1024
 # Docker Hub's API lives on another host than its name.
 _API_HOST = {"docker.io": "registry-1.docker.io"}
 
@@ -163,10 +167,20 @@ class RegistrySession:
     def manifest(self, ref: str) -> tuple[str, str, bytes]:
         """(media type, digest, raw bytes) of a manifest or index by tag or digest."""
         url = self._url("manifests", ref)
-        resp = self._request("GET", url, headers={"Accept": ACCEPT})
-        if resp.status_code != 200:
-            raise _status_error(resp, f"manifest {self.repo}:{ref} on {self.endpoint.base_url}")
-        data = resp.content
+        what = f"manifest {self.repo}:{ref} on {self.endpoint.base_url}"
+        resp = self._request("GET", url, headers={"Accept": ACCEPT}, stream=True)
+        try:
+            if resp.status_code != 200:
+                resp.read()
+                raise _status_error(resp, what)
+            body = bytearray()
+            for chunk in resp.iter_bytes():
+                body += chunk
+                if len(body) > MAX_MANIFEST:
+                    raise Internal(f"{what} is larger than {MAX_MANIFEST} bytes: not a manifest")
+        finally:
+            resp.close()
+        data = bytes(body)
         digest = _digest_of(data)
         if ref.startswith("sha256:") and digest != ref:
             raise Internal(f"manifest {self.repo}@{ref}: digest mismatch (got {digest})")
@@ -175,11 +189,13 @@ class RegistrySession:
             try:
                 media = json.loads(data).get("mediaType", media)
             except (ValueError, AttributeError):
-                raise Internal(f"manifest {self.repo}:{ref} on {self.endpoint.base_url} is not a JSON object") from None
+                raise Internal(f"{what} is not a JSON object") from None
         return media, digest, data
 
     def blob_bytes(self, digest: str, size: int) -> bytes:
-        """A small blob (a config) in memory, verified."""
+        """A small blob (a config, at most MAX_CONFIG bytes) in memory, verified."""
+        if size > MAX_CONFIG:
+            raise Internal(f"blob {digest} of {self.repo} claims {size} bytes: too big for an image config")
         with self.open_blob(digest, size) as blob:
             return blob.readall()
 

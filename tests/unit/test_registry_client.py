@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -135,3 +136,21 @@ def test_blob_reader_fails_the_read_that_finds_a_bad_blob(served: bytes, declare
                         len(declared), "blob x")
     with pytest.raises(Internal, match=message):
         reader.readall()
+
+
+def test_oversized_manifests_and_configs_are_refused_without_reading_them_whole() -> None:
+    served: list[int] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        def body() -> Iterator[bytes]:
+            for _ in range(1000):
+                served.append(1)
+                yield b"x" * 65536
+
+        return httpx.Response(200, content=body(), headers={"Content-Type": "application/json"})
+
+    with pytest.raises(Internal, match="larger than"):
+        session(handler).manifest("v1")
+    assert len(served) < 100  # stopped soon after the limit, not at the end of the 64 MB body
+    with pytest.raises(Internal, match="too big for an image config"):
+        session(handler).blob_bytes("sha256:" + "0" * 64, 1 << 30)
