@@ -300,14 +300,14 @@ class ImageManager:
     # ---- the pause image -------------------------------------------------------------------
 
     def ensure_pause_image(self) -> ImageRecord:
-        """The configured pause image: present, else pulled, else built locally from catatonit."""
+        """The configured pause image: present, else pulled, else built locally from catatonit; pinned
+        (also when it was first pulled as an ordinary image, or the configured name changed)."""
         name = self._config().pause_image
-        image = self.find(name)
-        if image is not None:
-            return image
-        image = self.pull(name)
-        image.pinned = True
-        self._store.write(KIND, image.id.removeprefix("sha256:"), image.to_record())
+        image = self.find(name) or self.pull(name)
+        if not image.pinned:
+            with self._lock:
+                image.pinned = True
+                self._store.write(KIND, image.id.removeprefix("sha256:"), image.to_record())
         return image
 
     def _build_pause(self, name: str) -> ImageRecord:

@@ -120,3 +120,14 @@ def test_layers_a_failed_mirror_unpacked_serve_the_upstream_then_a_failed_pull_k
     with pytest.raises(NotFound):
         manager.pull("reg.test/team/app:v1")
     assert os.listdir(manager.layers.root) == []
+
+
+def test_the_pause_image_pulled_as_an_ordinary_image_is_pinned_when_it_becomes_the_pause_image(
+    routes: Hosts, tmp_path: Path
+) -> None:
+    routes.by_host["127.0.0.1:1"] = upstream = FakeRegistry()  # the pause image's registry, reachable this time
+    _d, image_id, _m = upstream.image("pause", "3.10", [BASE])
+    manager = make_manager(tmp_path)
+    assert not manager.pull("127.0.0.1:1/pause:3.10").pinned
+    assert manager.ensure_pause_image().id == image_id
+    assert make_manager(tmp_path).get(image_id).pinned
