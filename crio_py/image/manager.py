@@ -119,8 +119,12 @@ class ImageManager:
             raise NotFound(f"image {image_id}: its config is missing from the store") from None
 
     def lowerdirs(self, image_id: str) -> list[Path]:
-        """Overlay lowerdirs of the image, topmost layer first."""
+        """Overlay lowerdirs of the image, topmost layer first; Internal if the store lost one."""
         image = self.get(image_id)
+        missing = [c for c in image.chain_ids if not self.layers.has(c)]
+        if missing:
+            raise Internal(f"image {image.id}: layer {missing[0]} is missing from the store; remove the image and "
+                           "pull it again")
         return [self.layers.diff_dir(c) for c in reversed(image.chain_ids)]
 
     # ---- pull --------------------------------------------------------------------------

@@ -131,3 +131,14 @@ def test_the_pause_image_pulled_as_an_ordinary_image_is_pinned_when_it_becomes_t
     assert not manager.pull("127.0.0.1:1/pause:3.10").pinned
     assert manager.ensure_pause_image().id == image_id
     assert make_manager(tmp_path).get(image_id).pinned
+
+
+def test_lowerdirs_of_an_image_whose_layer_was_lost_say_so(routes: Hosts, tmp_path: Path) -> None:
+    routes.by_host["reg.test"] = upstream = FakeRegistry()
+    _d, image_id, _m = upstream.image("team/app", "v1", [BASE, Layer(tar_of_entries({"top": b"1"}))])
+    manager = make_manager(tmp_path)
+    image = manager.pull("reg.test/team/app:v1")
+    assert [p.parent.name for p in manager.lowerdirs(image_id)] == [c[7:] for c in reversed(image.chain_ids)]
+    manager.layers.remove(image.chain_ids[0])
+    with pytest.raises(Internal, match="missing from the store"):
+        manager.lowerdirs(image_id)
