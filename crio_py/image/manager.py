@@ -290,6 +290,7 @@ class ImageManager:
             image = self._images.get(image_id) or ImageRecord(
                 id=image_id, size=size, uid=uid, username=username, chain_ids=chains,
                 annotations=dict(annotations), created_at_ns=time.time_ns(),
+                stop_signal=(config.get("config") or {}).get("StopSignal") or "",
             )
             if tag and tag not in image.repo_tags:
                 image.repo_tags.append(tag)

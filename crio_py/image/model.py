@@ -20,6 +20,7 @@ class ImageRecord:
     annotations: dict[str, str] = field(default_factory=dict)
     chain_ids: list[str] = field(default_factory=list)  # bottom layer first
     created_at_ns: int = 0
+    stop_signal: str = ""  # the config's StopSignal ("" when it names none)
 
     def to_record(self) -> dict[str, Any]:
         return asdict(self)

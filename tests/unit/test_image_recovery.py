@@ -16,7 +16,7 @@ from crio_py.errors import Internal, NotFound
 from crio_py.registry import client as registry_client
 from crio_py.registry.reference import parse
 from crio_py.storage.mounts import mount_tmpfs, unmount
-from tests.support.oci_images import Layer, tar_of_entries
+from tests.support.oci_images import Layer, image_parts, tar_of_entries
 from tests.support.registry import digest
 from tests.unit.test_image_manager import BASE, FakeRegistry, Hosts, make_manager
 
@@ -48,6 +48,7 @@ def test_a_restart_drops_what_a_crash_left_between_layers_and_record(tmp_path: P
     assert all(path.exists() for path in again.lowerdirs(pause.id))
     assert sorted(p.name for p in configs.iterdir()) == [pause.id.removeprefix("sha256:") + ".json"]
     assert again.image_config(pause.id)["config"]["Entrypoint"] == ["/pause", "-P"]
+    assert again.get(pause.id).stop_signal == ""
 
 
 @pytest.fixture
@@ -142,3 +143,12 @@ def test_lowerdirs_of_an_image_whose_layer_was_lost_say_so(routes: Hosts, tmp_pa
     manager.layers.remove(image.chain_ids[0])
     with pytest.raises(Internal, match="missing from the store"):
         manager.lowerdirs(image_id)
+
+
+def test_the_record_keeps_user_and_stop_signal_of_the_config(routes: Hosts, tmp_path: Path) -> None:
+    routes.by_host["reg.test"] = upstream = FakeRegistry()
+    manifest, blobs, image_id = image_parts([BASE], {"User": "app:staff", "StopSignal": "SIGQUIT"})
+    upstream.blobs.update(blobs)
+    upstream.put_manifest("team/app", "v1", manifest)
+    image = make_manager(tmp_path).pull("reg.test/team/app:v1")
+    assert (image.id, image.uid, image.username, image.stop_signal) == (image_id, None, "app", "SIGQUIT")
