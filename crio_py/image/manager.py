@@ -379,10 +379,11 @@ def _credentials(ref: Reference, auth: AuthConfig | None, auth_file: str, host: 
     """Credentials from the request, else the auth file's for ``host`` (a mirror's own) or the image's registry."""
     from crio_py.registry import client as registry
 
-    if auth and (auth.username or auth.auth):
-        if auth.auth and not auth.username:
-            return registry.Credentials(*_user_password(auth.auth, "the request's auth"))
-        return registry.Credentials(auth.username, auth.password, auth.identity_token)
+    if auth and (auth.username or auth.auth or auth.identity_token or auth.registry_token):
+        user, password = auth.username, auth.password
+        if auth.auth and not user:
+            user, password = _user_password(auth.auth, "the request's auth")
+        return registry.Credentials(user, password, auth.identity_token, auth.registry_token)
     if not auth_file:
         return None
     try:
@@ -392,8 +393,10 @@ def _credentials(ref: Reference, auth: AuthConfig | None, auth_file: str, host: 
         return None
     hub = "https://index.docker.io/v1/" if ref.domain == "docker.io" else ""
     for key in (host, f"https://{host}", ref.domain, f"https://{ref.domain}", hub):
-        entry = auths.get(key)
-        if entry and entry.get("auth"):
+        entry = auths.get(key) or {}
+        if entry.get("identitytoken"):
+            return registry.Credentials(identity_token=entry["identitytoken"])
+        if entry.get("auth"):
             return registry.Credentials(*_user_password(entry["auth"], f"{auth_file} ({key})"))
     return None
 

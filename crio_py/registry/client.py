@@ -48,9 +48,13 @@ _API_HOST = {"docker.io": "registry-1.docker.io"}
 
 @dataclass(frozen=True)
 class Credentials:
+    """What a bearer or basic challenge is answered with: a user and password, an OAuth2 refresh
+    token (``identity_token``, exchanged for an access token) or a ready bearer token."""
+
     username: str = ""
     password: str = ""
     identity_token: str = ""
+    registry_token: str = ""
 
 
 @dataclass(frozen=True)
@@ -147,12 +151,20 @@ class RegistrySession:
             return True
         if scheme.lower() != "bearer" or "realm" not in params:
             return False
+        creds = self._creds or Credentials()
+        if creds.registry_token:
+            self._auth_header = f"Bearer {creds.registry_token}"
+            return True
         query = {"service": params.get("service", ""), "scope": params.get("scope") or f"repository:{self.repo}:pull"}
-        auth = None
-        if self._creds and self._creds.username:
-            auth = (self._creds.username, self._creds.password)
+        query = {k: v for k, v in query.items() if v}
         try:
-            token_resp = self._client.get(params["realm"], params={k: v for k, v in query.items() if v}, auth=auth)
+            if creds.identity_token:  # the distribution spec's OAuth2 refresh-token grant
+                form = {**query, "grant_type": "refresh_token", "refresh_token": creds.identity_token,
+                        "client_id": "crio-py"}
+                token_resp = self._client.post(params["realm"], data=form)
+            else:
+                auth = (creds.username, creds.password) if creds.username else None
+                token_resp = self._client.get(params["realm"], params=query, auth=auth)
         except httpx.TransportError as exc:
             raise Unavailable(f"token service {params['realm']}: {exc}") from None
         if token_resp.status_code != 200:

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from crio_py.errors import Internal, NotFound
+from crio_py.image import AuthConfig
 from crio_py.registry import client as registry_client
 from crio_py.registry.reference import parse
 from crio_py.storage.mounts import mount_tmpfs, unmount
@@ -152,3 +153,10 @@ def test_the_record_keeps_user_and_stop_signal_of_the_config(routes: Hosts, tmp_
     upstream.put_manifest("team/app", "v1", manifest)
     image = make_manager(tmp_path).pull("reg.test/team/app:v1")
     assert (image.id, image.uid, image.username, image.stop_signal) == (image_id, None, "app", "SIGQUIT")
+
+
+def test_a_registry_token_from_the_request_answers_a_bearer_challenge(routes: Hosts, tmp_path: Path) -> None:
+    routes.by_host["reg.test"] = secured = FakeRegistry("http://auth.test/token", "bob", "pw")
+    _d, image_id, _m = secured.image("private/app", "v1", [BASE])
+    manager = make_manager(tmp_path)
+    assert manager.pull("reg.test/private/app:v1", AuthConfig(registry_token=secured.token)).id == image_id

@@ -154,3 +154,41 @@ def test_oversized_manifests_and_configs_are_refused_without_reading_them_whole(
     assert len(served) < 100  # stopped soon after the limit, not at the end of the 64 MB body
     with pytest.raises(Internal, match="too big for an image config"):
         session(handler).blob_bytes("sha256:" + "0" * 64, 1 << 30)
+
+
+def bearer_registry(token_service: Any) -> Any:
+    """A registry behind a bearer challenge whose token service is ``token_service(request)``."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "auth.test":
+            return token_service(request)
+        if request.headers.get("Authorization") != "Bearer good":
+            return httpx.Response(401, headers={"WWW-Authenticate":
+                                                'Bearer realm="https://auth.test/token",service="reg",scope="s"'})
+        return httpx.Response(200, json={"schemaVersion": 2}, headers={"Content-Type": OCI})
+
+    return handler
+
+
+OCI = "application/vnd.oci.image.manifest.v1+json"
+
+
+def test_a_registry_token_is_sent_as_it_is_and_an_identity_token_is_exchanged() -> None:
+    asked: list[httpx.Request] = []
+
+    def token_service(request: httpx.Request) -> httpx.Response:
+        asked.append(request)
+        form = dict(httpx.QueryParams(request.content.decode()))
+        if request.method == "POST" and form.get("refresh_token") == "refresh-me":
+            assert form["grant_type"] == "refresh_token" and form["service"] == "reg" and form["scope"] == "s"
+            return httpx.Response(200, json={"access_token": "good"})
+        return httpx.Response(401)
+
+    handler = bearer_registry(token_service)
+    assert session(handler, Credentials(registry_token="good")).manifest("v1")[0] == OCI
+    assert asked == []  # a ready token needs no token service
+    assert session(handler, Credentials(identity_token="refresh-me")).manifest("v1")[0] == OCI
+    with pytest.raises(Unauthenticated):
+        session(handler, Credentials(identity_token="stale")).manifest("v1")
+    with pytest.raises(Unauthenticated):
+        session(handler, Credentials(registry_token="expired")).manifest("v1")
