@@ -22,10 +22,14 @@ import socket
 import stat
 import struct
 import sys
+import time
 from typing import Any
 
 from cni_plugins import plugins, skel
 from cni_plugins.client import DEFAULT_SOCKET, FALLBACK, SOCKET_ENV, parse_request, write_all
+
+# Seconds idle workers get to exit at shutdown before they are killed.
+CLOSE_GRACE = 2.0
 
 PR_SET_PDEATHSIG = 1
 MAX_REQUEST = 1 << 20
@@ -194,9 +198,18 @@ class Service:
         for pid in list(self.idle):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
+        # An idle worker exits on SIGTERM; one that missed it (e.g. signalled between fork and
+        # installing its handler) would hold the service forever: wait a little, then SIGKILL.
+        deadline = time.monotonic() + CLOSE_GRACE
         for pid in list(self.idle):
             with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, 0)
+                while os.waitpid(pid, os.WNOHANG) == (0, 0):
+                    if time.monotonic() > deadline:
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(pid, signal.SIGKILL)
+                        os.waitpid(pid, 0)
+                        break
+                    time.sleep(0.01)
 
 
 def main(argv: list[str] | None = None) -> int:
