@@ -86,6 +86,9 @@ class Service:
         self.listener = self._listen(path)
         self.notify_r, self.notify_w = os.pipe2(os.O_CLOEXEC)
         self.parent = os.getpid()
+        # Whoever started us (the daemon): when it is gone, so is our reason to serve, even if
+        # its death signal never came (PR_SET_PDEATHSIG is lost when the starting thread exits).
+        self.owner = os.getppid()
 
     @staticmethod
     def _listen(path: str) -> socket.socket:
@@ -177,6 +180,8 @@ class Service:
                 while not self.idle or len(self.idle) + len(self.busy) < self.pool_size:
                     self._spawn()
                 ready, _, _ = select.select([self.notify_r, wake_r], [], [], 5.0)
+                if os.getppid() != self.owner:
+                    break
                 if wake_r in ready:
                     with contextlib.suppress(BlockingIOError):
                         os.read(wake_r, 4096)

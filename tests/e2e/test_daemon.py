@@ -8,12 +8,14 @@ import subprocess
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from crio_py.cri import api_pb2 as pb
+from crio_py.proc import process_alive
 from tests.support.daemon import DaemonHandle
 
 pytestmark = pytest.mark.e2e
@@ -156,3 +158,15 @@ def test_image_rpcs_answer_for_the_local_pause_image(daemon: DaemonHandle) -> No
     fs = daemon.images.ImageFsInfo(pb.ImageFsInfoRequest())
     assert fs.image_filesystems[0].used_bytes.value > 0
     assert fs.image_filesystems[0].fs_id.mountpoint.endswith("/layers")
+
+
+def test_the_cni_plugin_service_goes_when_the_daemon_dies(daemon: DaemonHandle) -> None:
+    assert daemon.proc is not None
+    children = Path(f"/proc/{daemon.proc.pid}/task/{daemon.proc.pid}/children").read_text().split()
+    services = [int(p) for p in children if b"cni_plugins.service" in Path(f"/proc/{p}/cmdline").read_bytes()]
+    assert len(services) == 1
+    daemon.kill()
+    deadline = time.monotonic() + 15  # it notices its owner is gone within its 5 s poll
+    while process_alive(services[0]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not process_alive(services[0])
