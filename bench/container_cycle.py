@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import statistics
 import subprocess
 import sys
@@ -177,7 +176,6 @@ def main() -> int:
         kill_cgroup_processes_and_remove(bare_parent)
         registry.stop()
         cleanup_workdir(work)
-        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import statistics
 import subprocess
 import sys
@@ -121,7 +120,6 @@ def main() -> int:
         kill_cgroup_processes_and_remove(parent)
         subprocess.run(["ip", "link", "del", BRIDGE], capture_output=True)
         cleanup_workdir(workdir)
-        shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 

@@ -61,9 +61,6 @@ def main() -> int:
     finally:
         daemon.stop()
         cleanup_workdir(workdir)
-        import shutil
-
-        shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 

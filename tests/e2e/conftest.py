@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,7 +37,6 @@ def workdir() -> Iterator[Path]:
         yield path
     finally:
         cleanup_workdir(path)
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -153,7 +154,7 @@ def new_daemon(workdir: Path) -> DaemonHandle:
 
 
 def cleanup_workdir(workdir: Path) -> None:
-    """Unmount anything a test daemon left under ``workdir`` (deepest first)."""
+    """Unmount anything a test daemon left under ``workdir`` (deepest first), then delete it."""
     mounts = []
     with open("/proc/self/mountinfo") as f:
         for line in f:
@@ -163,3 +164,4 @@ def cleanup_workdir(workdir: Path) -> None:
     for point in sorted(mounts, key=len, reverse=True):
         subprocess.run(["umount", "-l", point], check=False, capture_output=True)
     os.sync()
+    shutil.rmtree(workdir, ignore_errors=True)
