@@ -20,6 +20,10 @@ if TYPE_CHECKING:
 
 IN = select.EPOLLIN
 OUT = select.EPOLLOUT
+# The longest single wait: epoll_wait takes an int of milliseconds, and a deadline that became
+# infinite (a create the monitor already killed) or absurd must not raise OverflowError and end
+# the monitor of every container of the pod. Waking up hourly costs nothing.
+MAX_WAIT = 3600.0
 
 
 class Loop:
@@ -44,7 +48,11 @@ class Loop:
             self._epoll.unregister(fd)
 
     def run_once(self, timeout: float) -> None:
-        """Wait up to ``timeout`` seconds (-1: forever) and dispatch what is ready."""
+        """Wait up to ``timeout`` seconds (negative: forever) and dispatch what is ready."""
+        if timeout < 0:
+            timeout = -1
+        elif not timeout <= MAX_WAIT:  # also NaN
+            timeout = MAX_WAIT
         for fd, events in self._epoll.poll(timeout):
             # An earlier handler of this batch may have removed this fd.
             handler = self._handlers.get(fd)

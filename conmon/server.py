@@ -24,6 +24,7 @@ CONTROL_SOCKET = "control.sock"
 PID_FILE = "monitor.pid"
 MAX_REQUEST = 1024 * 1024
 DEFAULT_CREATE_TIMEOUT = 60.0
+MAX_CREATE_TIMEOUT = 86400.0
 # Exits of pids we did not know yet (a container dying before its pid file was read) are kept
 # until claimed; older ones are orphans we merely reaped.
 _UNCLAIMED_KEEP = 64
@@ -259,6 +260,8 @@ class Monitor:
 
         runtime.become_subreaper()
         timeout = float(req.get("timeout") or DEFAULT_CREATE_TIMEOUT)  # type: ignore[arg-type]
+        if not 0 < timeout <= MAX_CREATE_TIMEOUT:  # also NaN
+            raise RequestError(f"create timeout {timeout} is not in (0, {MAX_CREATE_TIMEOUT:g}] seconds")
         container = Container(self.loop, self.pod_fd, self.pod_dir, req)
         job = _Create(control, container, monotonic() + timeout)
         try:

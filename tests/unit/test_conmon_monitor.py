@@ -3,7 +3,8 @@
 The fake runtime is a shell script: it starts the bundle's ``run.sh`` in the background with its
 own stdio (which the monitor gave it; stdin through fd 3, as a background job's own stdin is
 /dev/null), writes that pid to --pid-file and exits, as ``runc create`` leaves the container
-behind. A bundle with a ``fail`` file makes it print that and exit 1.
+behind. A bundle with a ``fail`` file makes it print that and exit 1, one with a ``hang`` file makes
+it never return.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ while [ $# -gt 0 ]; do
     shift
 done
 if [ -f "$bundle/fail" ]; then cat "$bundle/fail" >&2; exit 1; fi
+if [ -f "$bundle/hang" ]; then exec sleep 60; fi
 exec 3<&0
 sh "$bundle/run.sh" <&3 3<&- &
 echo $! > "$pidfile"
@@ -126,6 +128,32 @@ def test_missing_runtime_and_bad_requests(pod: Pod) -> None:
         pod.monitor.create_container(
             CreateRequest("l", request.bundle, str(pod.runtime), Path("/r"), pod.tmp / "nodir" / "l.log")
         )
+    assert pod.monitor.alive()
+
+
+def test_a_create_past_its_deadline_fails_and_the_monitor_lives_on(pod: Pod) -> None:
+    # The killed create's deadline became infinite; epoll.poll(inf) raised OverflowError and
+    # ended the monitor of every container of the pod.
+    running = pod.create("before", "exec sleep 30")
+    hung = pod.request("hung", "true", timeout=0.3)
+    (hung.bundle / "hang").touch()
+    with pytest.raises(MonitorError, match="creating container hung"):
+        pod.monitor.create_container(hung)
+    assert pod.monitor.alive()
+    assert pod.monitor.status()["before"]["pid"] == running
+    pod.create("after", "exit 3")
+    assert pod.wait_exit("after").exit_code == 3
+    os.kill(running, signal.SIGKILL)
+    assert pod.wait_exit("before").signal == signal.SIGKILL
+
+
+@pytest.mark.parametrize("timeout", [float("inf"), float("nan"), -1.0, 1e300])
+def test_a_create_timeout_out_of_range_is_refused(pod: Pod, timeout: float) -> None:
+    req = pod.request("t", "true")
+    request = {"op": "create", "id": "t", "bundle": str(req.bundle), "runtime": req.runtime_path}
+    request |= {"root": str(req.runtime_root), "log_path": str(req.log_path), "timeout": timeout}
+    with pytest.raises(MonitorError, match="create timeout"):
+        pod.monitor.call(request, timeout=5)
     assert pod.monitor.alive()
 
 
