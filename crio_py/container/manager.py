@@ -395,7 +395,7 @@ class ContainerManager:
     def update_resources(self, ctr: Container, resources: pb.LinuxContainerResources) -> None:
         if not self._is_running(ctr) and ctr.phase != CREATED:
             raise FailedPrecondition(f"container {ctr.id} is not running")
-        self._runtime(ctr).update(ctr.id, linux_resources(resources, f"container {ctr.id}"))
+        self._runtime(ctr).update(ctr.id, linux_resources(resources, f"container {ctr.id}", ctr.cgroups_path))
 
     def reopen_log(self, ctr: Container) -> None:
         if not self._is_running(ctr):

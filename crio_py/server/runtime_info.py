@@ -7,6 +7,8 @@ from collections.abc import Callable
 from typing import Any
 
 from crio_py import __version__
+from crio_py.cgroups import cgroup_version
+from crio_py.cgroups.controllers import available_controllers, hugepage_sizes
 from crio_py.config import Config
 from crio_py.cri import api_pb2 as pb
 from crio_py.network import NetworkStatus
@@ -53,7 +55,11 @@ class RuntimeInfoHandlers:
             )
             for name in ["", *sorted(config.runtimes)]
         ]
-        info = {"config": json.dumps(config.to_dict())} if request.verbose else {}
+        info = (
+            {"config": json.dumps(config.to_dict()), "cgroups": json.dumps(cgroups_info(config))}
+            if request.verbose
+            else {}
+        )
         return pb.StatusResponse(
             status=pb.RuntimeStatus(conditions=conditions),
             info=info,
@@ -70,3 +76,17 @@ class RuntimeInfoHandlers:
     ) -> pb.UpdateRuntimeConfigResponse:
         # kubelet sends the node's pod CIDR here; the CNI config owns addressing, as in CRI-O.
         return pb.UpdateRuntimeConfigResponse()
+
+
+def cgroups_info(config: Config) -> dict[str, Any]:
+    """What containers can get here: cgroup version, driver, controllers, huge page sizes.
+
+    Requests touching a controller or page size not listed are applied without it (see
+    crio_py.spec.limits), so this is where an operator sees why a limit had no effect.
+    """
+    return {
+        "version": cgroup_version(),
+        "driver": config.cgroup_manager,
+        "controllers": sorted(available_controllers()),
+        "hugepageSizes": sorted(hugepage_sizes()),
+    }

@@ -202,13 +202,11 @@ def container_spec(ctx: ContainerSpecContext) -> dict[str, Any]:
     )
 
     devices, device_rules = request_devices(cfg.devices, where)
-    resources = linux_resources(linux_cfg.resources if linux_cfg.HasField("resources") else None, where)
-    linux: dict[str, Any] = {
-        "namespaces": _namespaces(ctx, opts, where),
-        "cgroupsPath": container_cgroups_path(
-            ctx.settings.cgroup_manager, ctx.cgroup_parent, CONTAINER_PREFIX, ctx.container_id
-        ),
-    }
+    cgroups_path = container_cgroups_path(
+        ctx.settings.cgroup_manager, ctx.cgroup_parent, CONTAINER_PREFIX, ctx.container_id
+    )
+    resources = linux_resources(linux_cfg.resources if linux_cfg.HasField("resources") else None, where, cgroups_path)
+    linux: dict[str, Any] = {"namespaces": _namespaces(ctx, opts, where), "cgroupsPath": cgroups_path}
     if sc.privileged:
         host = host_devices()
         taken = {d["path"] for d in devices}

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from crio_py.cgroups import cgroup_version
+from crio_py.cgroups.controllers import available_controllers, hugepage_sizes
 from crio_py.cri import api_pb2
 from crio_py.errors import InvalidArgument
 from crio_py.spec.capabilities import caps_from_mask
@@ -75,11 +76,14 @@ def rlimits() -> list[dict[str, Any]]:
     return [{"type": "RLIMIT_NOFILE", "hard": nofile, "soft": nofile}]
 
 
-def linux_resources(res: api_pb2.LinuxContainerResources | None, where: str) -> dict[str, Any]:
+def linux_resources(res: api_pb2.LinuxContainerResources | None, where: str, cgroups_path: str) -> dict[str, Any]:
     """The OCI ``linux.resources`` (without devices) for CRI resources; unset fields are left out.
 
     ``memory_swap_limit_in_bytes`` is memory plus swap, as OCI's ``memory.swap`` (runc converts
-    it for cgroup v2). ``unified`` entries need cgroup v2 and are refused on v1.
+    it for cgroup v2). ``unified`` entries need cgroup v2 and are refused on v1. Settings of a
+    controller the cgroup at ``cgroups_path`` cannot use (hugetlb not mounted, a v2 controller
+    its parent lacks) and hugepage limits of page sizes the kernel does not offer are left out
+    with a debug log: kubelet sends them for every node, runc would fail the container.
     """
     out: dict[str, Any] = {}
     if res is None:
@@ -109,12 +113,51 @@ def linux_resources(res: api_pb2.LinuxContainerResources | None, where: str) -> 
         memory["swap"] = res.memory_swap_limit_in_bytes
     if memory:
         out["memory"] = memory
-    if res.hugepage_limits:
-        out["hugepageLimits"] = [{"pageSize": h.page_size, "limit": h.limit} for h in res.hugepage_limits]
-    if res.unified:
-        if cgroup_version() != 2:
-            raise InvalidArgument(
-                f"{where}: unified cgroup settings {sorted(res.unified)} need cgroup v2; this host runs v1"
-            )
-        out["unified"] = dict(res.unified)
+    if res.unified and cgroup_version() != 2:
+        raise InvalidArgument(
+            f"{where}: unified cgroup settings {sorted(res.unified)} need cgroup v2; this host runs v1"
+        )
+    if res.hugepage_limits or res.unified:
+        controllers = available_controllers(cgroups_path)
+        hugepages = _hugepage_limits(res, where, controllers)
+        if hugepages:
+            out["hugepageLimits"] = hugepages
+        unified = _unified(res, where, controllers)
+        if unified:
+            out["unified"] = unified
+    return out
+
+
+def _skipped(where: str, what: str, why: str) -> None:
+    log.debug("%s: skipping %s: %s", where, what, why, extra={"setting": what, "reason": why})
+
+
+def _hugepage_limits(
+    res: api_pb2.LinuxContainerResources, where: str, controllers: frozenset[str]
+) -> list[dict[str, Any]]:
+    if not res.hugepage_limits:
+        return []
+    if "hugetlb" not in controllers:
+        why = "controller not mounted" if cgroup_version() == 1 else "not in the parent's cgroup.controllers"
+        _skipped(where, "hugepage limits", f"hugetlb {why}")
+        return []
+    offered = hugepage_sizes()
+    out = []
+    for h in res.hugepage_limits:
+        if h.page_size in offered:
+            out.append({"pageSize": h.page_size, "limit": h.limit})
+        else:
+            _skipped(where, f"hugepage limit {h.page_size}", f"page sizes offered: {sorted(offered) or 'none'}")
+    return out
+
+
+def _unified(res: api_pb2.LinuxContainerResources, where: str, controllers: frozenset[str]) -> dict[str, str]:
+    out = {}
+    for key, value in res.unified.items():
+        controller = key.partition(".")[0]
+        # cgroup.* files belong to every cgroup, not to a controller
+        if controller == "cgroup" or controller in controllers:
+            out[key] = value
+        else:
+            _skipped(where, f"unified {key}", f"{controller} not in the parent's cgroup.controllers")
     return out

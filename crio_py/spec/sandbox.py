@@ -118,18 +118,19 @@ def sandbox_spec(ctx: SandboxSpecContext) -> dict[str, Any]:
         "noNewPrivileges": True,
         "oomScoreAdj": clamp_oom_score_adj(SANDBOX_OOM_SCORE_ADJ),
     }
+    cgroups_path = container_cgroups_path(
+        ctx.settings.cgroup_manager, ctx.cgroup_parent, CONTAINER_PREFIX, ctx.sandbox_id
+    )
     resources = linux_resources(
-        linux_cfg.overhead if linux_cfg.HasField("overhead") else None, f"pod sandbox {ctx.sandbox_id} overhead"
+        linux_cfg.overhead if linux_cfg.HasField("overhead") else None,
+        f"pod sandbox {ctx.sandbox_id} overhead",
+        cgroups_path,
     )
     linux: dict[str, Any] = {
         "namespaces": _namespaces(ctx, opts),
-        "cgroupsPath": container_cgroups_path(
-            ctx.settings.cgroup_manager, ctx.cgroup_parent, CONTAINER_PREFIX, ctx.sandbox_id
-        ),
+        "cgroupsPath": cgroups_path,
         "resources": {"devices": [ALLOW_ALL if sc.privileged else DENY_ALL], **resources},
-        "sysctl": pod_sysctls(
-            dict(linux_cfg.sysctls), ctx.settings.default_sysctls, host_network, opts.ipc == NODE
-        ),
+        "sysctl": pod_sysctls(dict(linux_cfg.sysctls), ctx.settings.default_sysctls, host_network, opts.ipc == NODE),
     }
     if not sc.privileged:
         linux["maskedPaths"] = list(DEFAULT_MASKED_PATHS)

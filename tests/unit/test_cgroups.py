@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from crio_py import cgroups
-from crio_py.cgroups import Hierarchy
+from crio_py.cgroups import Hierarchy, controllers
 from crio_py.errors import Internal, InvalidArgument
 
 HYBRID = """\
@@ -183,3 +183,42 @@ def test_stats_v2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert cgroups.cpu_stats("/pod") == cgroups.CpuStats(42000)
     (d / "memory.max").write_text("max\n")
     assert cgroups.memory_stats("/pod").limit_bytes is None  # type: ignore[union-attr]
+
+
+# --- controllers and huge page sizes --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("kib", "name"), [(2048, "2MB"), (1048576, "1GB"), (64, "64KB"), (32768, "32MB")])
+def test_page_size_names_match_kubelet(kib: int, name: str) -> None:
+    assert controllers.page_size_name(kib) == name
+
+
+def test_hugepage_sizes_read_from_sysfs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for d in ("hugepages-2048kB", "hugepages-1048576kB"):
+        (tmp_path / d).mkdir()
+    monkeypatch.setattr(controllers, "_HUGEPAGES", str(tmp_path))
+    controllers.hugepage_sizes.cache_clear()
+    try:
+        assert controllers.hugepage_sizes() == {"2MB", "1GB"}
+        monkeypatch.setattr(controllers, "_HUGEPAGES", str(tmp_path / "absent"))
+        controllers.hugepage_sizes.cache_clear()
+        assert controllers.hugepage_sizes() == frozenset()
+    finally:
+        controllers.hugepage_sizes.cache_clear()
+
+
+def test_v1_controllers_are_the_mounted_ones(fake_v1: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(controllers, "hierarchies", cgroups.hierarchies)
+    monkeypatch.setattr(controllers, "cgroup_version", lambda: 1)
+    assert controllers.available_controllers("/kubepods/pod1/crio-py-a") == {"cpu", "cpuacct", "memory"}
+
+
+def test_v2_controllers_come_from_the_nearest_existing_parent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "kubepods.slice/kubepods-pod1.slice").mkdir(parents=True)
+    (tmp_path / "cgroup.controllers").write_text("cpuset cpu io memory hugetlb pids rdma misc\n")
+    (tmp_path / "kubepods.slice/cgroup.controllers").write_text("cpu memory pids\n")
+    monkeypatch.setattr(controllers, "hierarchies", lambda: (Hierarchy(str(tmp_path), 2, ()),))
+    monkeypatch.setattr(controllers, "cgroup_version", lambda: 2)
+    # the container's scope and the pod slice do not have the file: kubepods.slice decides
+    assert controllers.available_controllers("kubepods-pod1.slice:crio-py:abc") == {"cpu", "memory", "pids"}
+    assert "hugetlb" in controllers.available_controllers("/other/crio-py-x")

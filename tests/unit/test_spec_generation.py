@@ -36,6 +36,11 @@ def host(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(limits, "_has_sys_resource", lambda: True)
     monkeypatch.setattr(common, "cgroup_version", lambda: 1)
     monkeypatch.setattr(limits, "cgroup_version", lambda: 1)
+    monkeypatch.setattr(limits, "available_controllers", lambda _path: HOST_CONTROLLERS)
+    monkeypatch.setattr(limits, "hugepage_sizes", lambda: frozenset({"2MB", "1GB"}))
+
+
+HOST_CONTROLLERS = frozenset({"cpu", "cpuacct", "cpuset", "memory", "pids", "hugetlb", "blkio"})
 
 
 @pytest.fixture
@@ -350,7 +355,9 @@ def host_pod() -> pb.PodSandboxConfig:
 
 def test_host_namespaces(settings: Config, rootfs: Path) -> None:
     spec = build(
-        settings, rootfs, namespace_config(pb.NamespaceMode.NODE, pb.NamespaceMode.NODE, pb.NamespaceMode.NODE),
+        settings,
+        rootfs,
+        namespace_config(pb.NamespaceMode.NODE, pb.NamespaceMode.NODE, pb.NamespaceMode.NODE),
         pod=host_pod(),
     )
     assert ns(spec) == {"mount": None}
@@ -551,6 +558,53 @@ def test_unified_needs_cgroup_v2(settings: Config, rootfs: Path, monkeypatch: py
         build(settings, rootfs, cfg)
     monkeypatch.setattr(limits, "cgroup_version", lambda: 2)
     assert build(settings, rootfs, cfg)["linux"]["resources"]["unified"] == {"memory.high": "1000000"}
+
+
+def kubelet_hugepages() -> pb.ContainerConfig:
+    """kubelet sends a limit for every page size it knows, 0 when the pod asks for none."""
+    cfg = make_config()
+    cfg.linux.resources.memory_limit_in_bytes = 1 << 26
+    cfg.linux.resources.hugepage_limits.add(page_size="2MB", limit=0)
+    cfg.linux.resources.hugepage_limits.add(page_size="1GB", limit=0)
+    return cfg
+
+
+def test_hugepage_limits_dropped_without_hugetlb(
+    settings: Config, rootfs: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(limits, "available_controllers", lambda _path: HOST_CONTROLLERS - {"hugetlb"})
+    with caplog.at_level("DEBUG", logger=limits.__name__):
+        resources = build(settings, rootfs, kubelet_hugepages())["linux"]["resources"]
+    assert "hugepageLimits" not in resources
+    assert resources["memory"] == {"limit": 1 << 26}
+    assert "hugetlb controller not mounted" in caplog.text
+
+
+def test_hugepage_limits_of_sizes_the_host_lacks_are_dropped(
+    settings: Config, rootfs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(limits, "hugepage_sizes", lambda: frozenset({"2MB"}))
+    resources = build(settings, rootfs, kubelet_hugepages())["linux"]["resources"]
+    assert resources["hugepageLimits"] == [{"pageSize": "2MB", "limit": 0}]
+
+
+def test_hugepage_limits_the_host_has_are_kept(settings: Config, rootfs: Path) -> None:
+    resources = build(settings, rootfs, kubelet_hugepages())["linux"]["resources"]
+    assert resources["hugepageLimits"] == [{"pageSize": "2MB", "limit": 0}, {"pageSize": "1GB", "limit": 0}]
+
+
+def test_unified_keys_of_missing_v2_controllers_are_dropped(
+    settings: Config, rootfs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(limits, "cgroup_version", lambda: 2)
+    monkeypatch.setattr(limits, "available_controllers", lambda _path: frozenset({"cpu", "memory", "pids"}))
+    cfg = make_config()
+    cfg.linux.resources.unified.update(
+        {"memory.high": "1000000", "pids.max": "100", "rdma.max": "mlx4_0 hca_handle=2", "misc.max": "res_a 1"}
+    )
+    cfg.linux.resources.unified["cgroup.max.depth"] = "3"
+    resources = build(settings, rootfs, cfg)["linux"]["resources"]
+    assert resources["unified"] == {"memory.high": "1000000", "pids.max": "100", "cgroup.max.depth": "3"}
 
 
 def test_limits_clamped_without_sys_resource(settings: Config, rootfs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
