@@ -46,7 +46,7 @@ class ContainerHandlers:
         ctr = self.containers.get(_required_id(request.container_id))
         self.containers.refresh(ctr)
         info = {"info": json.dumps(self.containers.verbose_info(ctr))} if request.verbose else {}
-        return pb.ContainerStatusResponse(status=_status(ctr), info=info)
+        return pb.ContainerStatusResponse(status=container_status(ctr), info=info)
 
     def ListContainers(self, request: pb.ListContainersRequest, context: Any) -> pb.ListContainersResponse:
         return pb.ListContainersResponse(containers=self._list_containers(request.filter))
@@ -105,7 +105,8 @@ class ContainerHandlers:
         return pb.ReopenContainerLogResponse()
 
 
-def _status(ctr: Container) -> pb.ContainerStatus:
+def container_status(ctr: Container) -> pb.ContainerStatus:
+    """The CRI status of a container (ContainerStatus; PodSandboxStatus lists one per container)."""
     return pb.ContainerStatus(
         id=ctr.id,
         metadata=ctr.config.metadata,

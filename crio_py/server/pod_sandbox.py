@@ -11,6 +11,7 @@ from crio_py.container import ContainerManager
 from crio_py.cri import api_pb2 as pb
 from crio_py.errors import InvalidArgument
 from crio_py.sandbox import Sandbox, SandboxManager
+from crio_py.server.container import container_status
 from crio_py.server.listing import STREAM_CHUNK, labels_match
 
 
@@ -41,7 +42,18 @@ class PodSandboxHandlers:
         info = {}
         if request.verbose:
             info["info"] = json.dumps(self.sandboxes.verbose_info(pod))
-        return pb.PodSandboxStatusResponse(status=self._pod_status(pod), info=info, timestamp=time.time_ns())
+        # Evented PLEG takes the pod's containers from here, not from ListContainers: a pod
+        # answered without them looks empty to kubelet, which then starts them again.
+        timestamp = time.time_ns()
+        containers = self.containers.in_pod(pod.id)
+        for ctr in containers:
+            self.containers.refresh(ctr)
+        return pb.PodSandboxStatusResponse(
+            status=self._pod_status(pod),
+            info=info,
+            containers_statuses=[container_status(ctr) for ctr in containers],
+            timestamp=timestamp,
+        )
 
     def ListPodSandbox(self, request: pb.ListPodSandboxRequest, context: Any) -> pb.ListPodSandboxResponse:
         return pb.ListPodSandboxResponse(items=self._list_pods(request.filter))
