@@ -29,7 +29,9 @@ from crio_py.sandbox import SandboxManager
 from crio_py.server.grpc_server import CRIServer
 from crio_py.server.image_service import ImageService
 from crio_py.server.runtime_service import RuntimeService
+from crio_py.server.stats import writable_layers
 from crio_py.state import RecordStore
+from crio_py.stats import StatsCollector
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +115,10 @@ class Daemon:
         self.sandboxes.restore()
         self.containers.restore()
         self.network.gc(self.sandboxes.attachments())
-        runtime = RuntimeService(config, self.network.status, self.sandboxes, self.containers)
+        containers, sandboxes = self.containers, self.sandboxes
+        self.stats = StatsCollector(lambda: writable_layers(containers), lambda: [p.id for p in sandboxes.list()])
+        self.stats.start()
+        runtime = RuntimeService(config, self.network.status, self.sandboxes, self.containers, self.stats)
         self.server = CRIServer(Path(cfg.listen), runtime, ImageService(self.images))
         self.server.start()
         if cfg.metrics.enabled:
@@ -171,6 +176,7 @@ class Daemon:
         grace = float(self.config.shutdown_grace)
         log.info("shutting down: finishing in-flight RPCs", extra={"grace_seconds": grace})
         self.server.stop(grace)
+        self.stats.stop()
         log.info("RPCs finished; stopping the CNI plugin service")
         stop_plugin_service(self.cni_service)
         log.info("crio-py stopped; containers keep running under their monitors")

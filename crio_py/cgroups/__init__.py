@@ -282,3 +282,9 @@ def cpu_stats(path: str) -> CpuStats | None:
     if d is None:
         return None
     return CpuStats(usage_ns=_read_int(d / "cpuacct.usage") or 0)
+
+
+def process_count(path: str) -> int | None:
+    """Tasks in a cgroup and its children (``pids.current``), or None when it is gone or unaccounted."""
+    d = _controller_dir(path, "pids")
+    return None if d is None else _read_int(d / "pids.current")

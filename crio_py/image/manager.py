@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import os
 import threading
 import time
 from collections import Counter
@@ -28,6 +27,7 @@ from crio_py.image.pause import build_pause_layer, config_digest
 from crio_py.registry.reference import Reference, looks_like_id, parse
 from crio_py.state import RecordStore, write_atomic
 from crio_py.storage.layers import LayerStore, chain_ids
+from crio_py.storage.usage import tree_usage
 
 if TYPE_CHECKING:
     from crio_py.registry import client as registry
@@ -422,20 +422,5 @@ def _user_password(encoded: str, where: str) -> tuple[str, str]:
 
 
 def _usage(path: Path) -> DirUsage:
-    used = inodes = 0
-    seen: set[tuple[int, int]] = set()
-    for dirpath, dirnames, filenames in os.walk(path):
-        # A container's mounted rootfs shows the image layers again: count each byte once.
-        dirnames[:] = [d for d in dirnames if not os.path.ismount(os.path.join(dirpath, d))]
-        for name in dirnames + filenames:
-            try:
-                st = os.lstat(os.path.join(dirpath, name))
-            except OSError:
-                continue
-            key = (st.st_dev, st.st_ino)
-            if key in seen:
-                continue
-            seen.add(key)
-            inodes += 1
-            used += st.st_blocks * 512
+    used, inodes = tree_usage(path)
     return DirUsage(mountpoint=str(path), used_bytes=used, inodes_used=inodes)

@@ -11,9 +11,11 @@ from crio_py.sandbox import SandboxManager
 from crio_py.server.container import ContainerHandlers
 from crio_py.server.pod_sandbox import PodSandboxHandlers
 from crio_py.server.runtime_info import RuntimeInfoHandlers
+from crio_py.server.stats import StatsHandlers
+from crio_py.stats import StatsCollector
 
 
-class RuntimeService(RuntimeInfoHandlers, PodSandboxHandlers, ContainerHandlers):
+class RuntimeService(RuntimeInfoHandlers, PodSandboxHandlers, ContainerHandlers, StatsHandlers):
     """Handlers of every RuntimeService RPC crio-py implements; the rest answer UNIMPLEMENTED."""
 
     def __init__(
@@ -22,9 +24,11 @@ class RuntimeService(RuntimeInfoHandlers, PodSandboxHandlers, ContainerHandlers)
         network_status: Callable[[], NetworkStatus],
         sandboxes: SandboxManager,
         containers: ContainerManager,
+        stats: StatsCollector,
     ):
         RuntimeInfoHandlers.__init__(
             self, config, network_status, lambda name: sandboxes.runtime(name).supports_recursive_read_only()
         )
         self.sandboxes = sandboxes
         self.containers = containers
+        self.stats = stats
