@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
         return 0
     if command == "status":
-        from crio_py.client import print_status
+        from crio_py.client.status import print_status
 
         return print_status(cfg.listen, ns.timeout)
     return _run_daemon(cfg, sources)

@@ -94,6 +94,7 @@ class Config:
     default_sysctls: dict[str, str] = field(default_factory=dict)
     seccomp_profile: str = ""
     log_size_max: int = -1
+    container_log_dir: str = "/var/log/crio-py/pods"
     shutdown_grace: int = 10
 
     def to_dict(self) -> dict[str, Any]:
@@ -201,7 +202,7 @@ def _semantic_problems(data: dict[str, Any], source_of: dict[str, str]) -> list[
         bad("log_format", f"must be logfmt or json, got {data['log_format']!r}")
     if data["cgroup_manager"] not in ("cgroupfs", "systemd"):
         bad("cgroup_manager", f"must be cgroupfs or systemd, got {data['cgroup_manager']!r}")
-    for key in ("root", "run_root", "listen"):
+    for key in ("root", "run_root", "listen", "container_log_dir"):
         if not str(data[key]).startswith("/"):
             bad(key, f"must be an absolute path, got {data[key]!r}")
     if not data["runtimes"]:
@@ -238,11 +239,16 @@ def load(
     """Load the layered configuration; raise ConfigError listing every mistake."""
     layers: list[tuple[str, Any]] = [("<defaults>", yaml.safe_load(default_text()))]
     files: list[Path] = []
+    problems: list[str] = []
+    # The default file may be absent; another one named must be there, or a typo in --config
+    # would silently run the defaults.
     if config_file is not None and config_file.exists():
         files.append(config_file)
+    elif config_file is not None and config_file != DEFAULT_CONFIG_FILE:
+        problems.append(f"{config_file}: no such config file (the default {DEFAULT_CONFIG_FILE} may be absent, "
+                        "a file named otherwise must exist)")
     if dropin_dir is not None and dropin_dir.is_dir():
         files.extend(sorted(p for p in dropin_dir.iterdir() if p.suffix in (".yaml", ".yml")))
-    problems: list[str] = []
     for path in files:
         try:
             layers.append((str(path), yaml.safe_load(path.read_text()) or {}))

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import stat
 import sys
 import time
 from typing import Any
 
+# Libraries that log every request at info; an operator wants those only when debugging.
+CHATTY_LIBRARIES = ("httpx", "httpcore")
 # Attributes every LogRecord has; anything else came in through ``extra=``.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
@@ -51,13 +55,46 @@ class JSONFormatter(logging.Formatter):
         return json.dumps(_fields(record), default=str)
 
 
+class _InfoIsDebug(logging.Filter):
+    """Turns a library's info events into debug ones (kept only when the level is debug)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.INFO:
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger().isEnabledFor(logging.DEBUG)
+        return True
+
+
 def setup(level: str, fmt: str) -> None:
     """Send the ``crio_py`` loggers to stderr in ``fmt`` at ``level``."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JSONFormatter() if fmt == "json" else LogfmtFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
+    for name in CHATTY_LIBRARIES:
+        library = logging.getLogger(name)
+        library.filters[:] = [f for f in library.filters if not isinstance(f, _InfoIsDebug)] + [_InfoIsDebug()]
     set_level(level)
+
+
+def destination() -> str:
+    """Where this process's log (its stderr) goes, said so that an operator can go and read it."""
+    try:
+        st = os.fstat(2)
+    except OSError:
+        return "nowhere (stderr is closed)"
+    journal = os.environ.get("JOURNAL_STREAM", "")
+    if journal == f"{st.st_dev}:{st.st_ino}":
+        return "the systemd journal (journalctl -u crio-py)"
+    if stat.S_ISREG(st.st_mode):
+        try:
+            return os.readlink("/proc/self/fd/2")
+        except OSError:
+            return "a file (stderr)"
+    if os.isatty(2):
+        return f"the terminal {os.ttyname(2)}"
+    kind = "pipe" if stat.S_ISFIFO(st.st_mode) else "socket" if stat.S_ISSOCK(st.st_mode) else "device"
+    return f"stderr, a {kind} read by whatever started the daemon"
 
 
 def set_level(level: str) -> None:

@@ -26,6 +26,7 @@ from crio_py.monitor import MONITOR_GONE_REASON, MonitorClient, MonitorError
 from crio_py.oci import ExecResult, OCIRuntime
 from crio_py.proc import process_alive
 from crio_py.sandbox import Sandbox, SandboxManager
+from crio_py.sandbox.log_dir import container_log_path, pod_log_directory
 from crio_py.spec.limits import linux_resources
 from crio_py.spec.mounts import check_mount_propagation
 from crio_py.state import IdIndex, NameRegistry, RecordStore, new_id
@@ -147,8 +148,7 @@ class ContainerManager:
             created_at_ns=time.time_ns(),
             runtime_handler=pod.runtime_handler,
         )
-        if config.log_path and pod.config.log_directory:
-            ctr.log_path = str(Path(pod.config.log_directory) / config.log_path)
+        ctr.log_path = str(container_log_path(pod_log_directory(pod.config, pod.id, cfg.container_log_dir), config))
         # Paths decided before the first record, so that a crash mid-create knows what to undo.
         ctr.bundle = str(self._root / "containers" / ctr.id)
         ctr.rootfs = str(Path(ctr.bundle) / "rootfs")
@@ -174,8 +174,7 @@ class ContainerManager:
     def _create(self, ctr: Container, pod: Sandbox, cfg: Config, undo: UndoStack) -> None:
         step = "log directory"
         try:
-            if ctr.log_path:
-                Path(ctr.log_path).parent.mkdir(parents=True, exist_ok=True)
+            Path(ctr.log_path).parent.mkdir(parents=True, exist_ok=True)
             step = "rootfs"
             bundle = Path(ctr.bundle)
             bundle.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -221,7 +220,7 @@ class ContainerManager:
                 runtime,
                 ctr.id,
                 bundle,
-                Path(ctr.log_path) if ctr.log_path else bundle / "container.log",
+                Path(ctr.log_path),
                 tty=ctr.config.tty,
                 stdin=ctr.config.stdin,
                 stdin_once=ctr.config.stdin_once,

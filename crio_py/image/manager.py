@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from crio_py.config import Config, RegistriesConfig
-from crio_py.errors import CrioError, FailedPrecondition, Internal, InvalidArgument, NotFound
+from crio_py.errors import CrioError, FailedPrecondition, Internal, InvalidArgument, NotFound, Unavailable
 from crio_py.image.model import AuthConfig, DirUsage, FsUsage, ImageRecord, user_of
 from crio_py.image.pause import build_pause_layer, config_digest
 from crio_py.registry.reference import Reference, looks_like_id, parse
@@ -172,7 +172,7 @@ class ImageManager:
         # The HTTP stack (httpx, anyio, asyncio...) costs the daemon ~7 MiB: load it at the first pull.
         from crio_py.registry import client as registry
 
-        errors: list[CrioError] = []
+        failures: list[tuple[str, CrioError]] = []
         for endpoint in registry.endpoints_for(ref, cfg.mirrors, cfg.insecure):
             host = _host(endpoint.base_url)
             creds = _credentials(ref, auth, cfg.auth_file, host)
@@ -182,17 +182,15 @@ class ImageManager:
                 try:
                     image = self._pull_from(session, ref, cfg.max_concurrent_downloads, touched)
                 except CrioError as exc:
+                    failures.append((endpoint.base_url, exc))
                     if not endpoint.is_mirror:
-                        errors.append(exc)
                         break
                     log.info("mirror failed; trying the next",
                              extra={"mirror": endpoint.base_url, "error": exc.message})
-                    errors.append(exc)
                     continue
             log.info("image pulled", extra={"image": str(ref), "id": image.id, "from": endpoint.base_url})
             return image
-        # The upstream's answer is the one that matters; a mirror's only if there was no other.
-        raise errors[-1]
+        raise _every_endpoint_failed(ref, failures)
 
     def _pull_from(
         self, session: registry.RegistrySession, ref: Reference, parallel: int, touched: set[str]
@@ -369,6 +367,20 @@ class ImageManager:
         usage = FsUsage(images=_usage(self.layers.root), containers=_usage(self._root / "containers"))
         self._fs_usage = (now, usage)
         return usage
+
+
+def _every_endpoint_failed(ref: Reference, failures: list[tuple[str, CrioError]]) -> CrioError:
+    """One error naming each endpoint tried and why it failed.
+
+    NOT_FOUND when every endpoint that answered said not found (the others unreachable): an
+    image missing from the mirror of an offline node is not a network problem. Otherwise the
+    kind of the last answer (the upstream's when it answered), UNAVAILABLE when none answered.
+    """
+    reasons = "; ".join(exc.message if url in exc.message else f"{url}: {exc.message}" for url, exc in failures)
+    answered = [exc for _url, exc in failures if not isinstance(exc, Unavailable)]
+    if answered and all(isinstance(exc, NotFound) for exc in answered):
+        return NotFound(f"image {ref}: {reasons}")
+    return type(answered[-1] if answered else failures[-1][1])(f"image {ref}: {reasons}")
 
 
 def _host(url: str) -> str:

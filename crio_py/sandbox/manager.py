@@ -25,6 +25,7 @@ from crio_py.monitor import CreateRequest, MonitorClient, MonitorError, PodMonit
 from crio_py.oci import OCIRuntime
 from crio_py.proc import process_alive
 from crio_py.sandbox import pod_files
+from crio_py.sandbox.log_dir import owns_log_directory, pod_log_directory
 from crio_py.sandbox.model import CREATING, NOTREADY, READY, Sandbox, reserved_name
 from crio_py.sandbox.validate import check_pod_config
 from crio_py.spec.security import pod_sysctls
@@ -378,6 +379,9 @@ class SandboxManager:
             steps.append(("shm", lambda: mounts.unmount(Path(pod.shm_path))))
         if pod.pod_dir:
             steps.append(("pod files", lambda: shutil.rmtree(pod.pod_dir, ignore_errors=True)))
+        if owns_log_directory(pod.config):
+            log_dir = pod_log_directory(pod.config, pod.id, self._config().container_log_dir)
+            steps.append(("default log directory", lambda: shutil.rmtree(log_dir, ignore_errors=True)))
         if pod.netns_path:
             steps.append(("netns", lambda: network.remove_netns(Path(pod.netns_path))))
         if pod.cgroup_parent:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from crio_py import __version__
+from crio_py import log as log_mod
 from crio_py.cgroups import cgroup_version
 from crio_py.cgroups.controllers import available_controllers, hugepage_sizes
 from crio_py.config import Config
@@ -55,11 +56,15 @@ class RuntimeInfoHandlers:
             )
             for name in ["", *sorted(config.runtimes)]
         ]
-        info = (
-            {"config": json.dumps(config.to_dict()), "cgroups": json.dumps(cgroups_info(config))}
-            if request.verbose
-            else {}
-        )
+        info = {}
+        if request.verbose:
+            info = {
+                "config": json.dumps(config.to_dict()),
+                "cgroups": json.dumps(cgroups_info(config)),
+                # People type `runc list` and see nothing: each handler keeps its state in its own root.
+                "runtimeRoots": json.dumps({n: h.root for n, h in sorted(config.runtimes.items())}),
+                "daemonLog": json.dumps(log_mod.destination()),
+            }
         return pb.StatusResponse(
             status=pb.RuntimeStatus(conditions=conditions),
             info=info,

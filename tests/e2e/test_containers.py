@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from pathlib import Path
 
 import grpc
 import pytest
@@ -214,3 +215,25 @@ def test_host_network_pod_container_without_namespace_options(
     daemon.runtime.StartContainer(pb.StartContainerRequest(container_id=cid))
     info = daemon.runtime.ContainerStatus(pb.ContainerStatusRequest(container_id=cid, verbose=True)).info
     assert ns_inode(json.loads(info["info"])["pid"], "net") == ns_inode(os.getpid(), "net")
+
+
+def test_containers_without_log_settings_get_a_default_log_removed_with_the_pod(
+    daemon: DaemonHandle, busybox: str, cgroup_parent: str
+) -> None:
+    # As crictl users write them: neither the pod's log_directory nor the container's log_path.
+    config = pod_config(cgroup_parent=cgroup_parent)
+    pod_id = daemon.runtime.RunPodSandbox(pb.RunPodSandboxRequest(config=config)).pod_sandbox_id
+    cid = daemon.runtime.CreateContainer(pb.CreateContainerRequest(
+        pod_sandbox_id=pod_id, sandbox_config=config,
+        config=pb.ContainerConfig(metadata=pb.ContainerMetadata(name="nolog", attempt=2),
+                                  image=pb.ImageSpec(image=busybox), command=["echo", "logged anyway"]))).container_id
+    daemon.runtime.StartContainer(pb.StartContainerRequest(container_id=cid))
+    pod_logs = Path(daemon.config["container_log_dir"]) / pod_id
+    deadline = time.monotonic() + 30
+    while (status := daemon.runtime.ContainerStatus(pb.ContainerStatusRequest(container_id=cid)).status).state != \
+            pb.CONTAINER_EXITED and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert status.log_path == str(pod_logs / "nolog" / "2.log")
+    assert "stdout F logged anyway" in (pod_logs / "nolog" / "2.log").read_text()
+    daemon.runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=pod_id))
+    assert not pod_logs.exists()

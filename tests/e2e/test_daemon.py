@@ -43,6 +43,8 @@ def test_status_verbose_returns_the_effective_config(daemon: DaemonHandle) -> No
     cfg = json.loads(info["config"])
     assert cfg["root"] == daemon.config["root"]
     assert cfg["listen"] == str(daemon.socket)
+    assert json.loads(info["runtimeRoots"]) == {"runc": daemon.config["runtimes"]["runc"]["root"]}
+    assert json.loads(info["daemonLog"]) == str(daemon.log_path)
 
 
 def test_runtime_config_reports_the_cgroup_driver(daemon: DaemonHandle) -> None:
@@ -77,6 +79,9 @@ def test_crio_py_status_command(daemon: DaemonHandle) -> None:
     assert "runtime: crio-py" in out
     assert "RuntimeReady: true" in out
     assert "NetworkReady: false (NetworkPluginNotReady" in out
+    assert f"log:     {daemon.log_path}\n" in out
+    root = daemon.config["runtimes"]["runc"]["root"]
+    assert f"runtime runc: state in {root} (runc --root {root} list)" in out
 
 
 def test_a_second_daemon_refuses_to_start(daemon: DaemonHandle) -> None:

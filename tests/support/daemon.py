@@ -139,6 +139,7 @@ def daemon_config(workdir: Path) -> dict[str, Any]:
         "run_root": str(workdir / "run"),
         "listen": str(workdir / "run" / "crio-py.sock"),
         "log_level": "debug",
+        "container_log_dir": str(workdir / "logs"),
         "runtimes": {"runc": {"path": "runc", "root": str(workdir / "run" / "runc"), "type": "oci"}},
         "cni": {"conf_dir": str(workdir / "cni"), "cache_dir": str(workdir / "cni-cache")},
         "metrics": {"enabled": True, "address": "127.0.0.1", "port": free_port()},

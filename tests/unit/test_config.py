@@ -90,3 +90,16 @@ def test_reload_changes_split_live_and_restart() -> None:
     live, restart = config.reload_changes(old, new)
     assert live == {"log_level": "debug", "default_sysctls": {"a": "1"}}
     assert restart == ["root"]
+
+
+def test_named_config_file_that_is_missing_is_an_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "nonexistent.yaml"
+    assert main(["--config", str(missing), "--config-dir", str(tmp_path), "config"]) == 2
+    assert f"{missing}: no such config file" in capsys.readouterr().err
+
+
+def test_default_config_file_may_be_absent(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(config, "DEFAULT_CONFIG_FILE", tmp_path / "absent.yaml")
+    assert config.load(tmp_path / "absent.yaml", None).root == "/var/lib/crio-py"

@@ -169,6 +169,25 @@ def test_mirrors_serve_under_the_requested_name_then_the_upstream(hosts: Hosts, 
     assert manager.pull("reg.test/other/app:v2").id == upstream_id
 
 
+def test_when_every_endpoint_fails_the_error_names_each_and_why(hosts: Hosts, tmp_path: Path) -> None:
+    hosts.by_host["mirror.test"] = FakeRegistry()
+    manager = make_manager(tmp_path, mirrors={"docker.io": ["http://mirror.test"], "reg.test": ["http://down.test"]})
+    # The mirror lacks it, Docker Hub is unreachable (an offline node): NOT_FOUND, both named.
+    with pytest.raises(NotFound) as err:
+        manager.pull("docker.io/library/nosuch:1")
+    message = err.value.message
+    assert message.startswith("image docker.io/library/nosuch:1: manifest library/nosuch:1 on http://mirror.test: "
+                              "HTTP 404 (MANIFEST_UNKNOWN: unknown); https://registry-1.docker.io: cannot connect")
+    # Nobody answered at all: UNAVAILABLE, each endpoint named once.
+    with pytest.raises(Unavailable) as err:
+        manager.pull("reg.test/app:v1")
+    assert err.value.message.count("http://down.test") == 1 and "https://reg.test: cannot connect" in err.value.message
+    # An answer other than not-found (a refused login) wins over unreachable endpoints.
+    hosts.by_host["down.test"] = FakeRegistry(challenge="basic")
+    with pytest.raises(Unauthenticated, match=r"on http://down\.test: HTTP 401.*; https://reg\.test: cannot connect"):
+        manager.pull("reg.test/app:v1")
+
+
 def test_errors_say_what_went_wrong(upstream: FakeRegistry, tmp_path: Path) -> None:
     manager = make_manager(tmp_path)
     with pytest.raises(InvalidArgument):

@@ -1,7 +1,8 @@
-"""``crio-py status``: a tiny CRI client that prints the daemon's version and conditions."""
+"""``crio-py status``: the daemon's version, conditions, log and runtime roots."""
 
 from __future__ import annotations
 
+import json
 import sys
 
 import grpc
@@ -16,12 +17,16 @@ def print_status(socket_path: str, timeout: float) -> int:
         stub = api_pb2_grpc.RuntimeServiceStub(channel)
         try:
             version = stub.Version(pb.VersionRequest(), timeout=timeout)
-            status = stub.Status(pb.StatusRequest(), timeout=timeout)
+            status = stub.Status(pb.StatusRequest(verbose=True), timeout=timeout)
         except grpc.RpcError as exc:
             print(f"crio-py: cannot reach the daemon on {socket_path}: {exc.details()}", file=sys.stderr)
             return 1
     print(f"runtime: {version.runtime_name} {version.runtime_version} (CRI {version.runtime_api_version})")
     print(f"socket:  unix://{socket_path}")
+    if "daemonLog" in status.info:
+        print(f"log:     {json.loads(status.info['daemonLog'])}")
+    for name, root in json.loads(status.info.get("runtimeRoots", "{}")).items():
+        print(f"runtime {name}: state in {root} ({name} --root {root} list)")
     for cond in status.status.conditions:
         line = f"{cond.type}: {'true' if cond.status else 'false'}"
         if cond.reason:
