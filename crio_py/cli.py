@@ -1,4 +1,5 @@
-"""The ``crio-py`` command: ``daemon`` (the default), ``config``, ``version``, ``status``."""
+"""The ``crio-py`` command: ``daemon`` (the default), ``config``, ``version``, ``status``, and client
+commands in crictl's spirit (``pods``, ``ps``, ``runp``, ``exec``, ``logs``...: see crio_py.client)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import yaml
 
 from crio_py import __version__
 from crio_py import config as config_mod
+from crio_py.client import commands as client_commands
 
 # Flags that override a config key; (flag, key path, type).
 _OVERRIDES: tuple[tuple[str, str, type], ...] = (
@@ -44,6 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("version", help="print the version")
     status = sub.add_parser("status", help="ask the running daemon for its version and conditions")
     status.add_argument("--timeout", type=float, default=5.0)
+    client_commands.add_commands(sub)
     return parser
 
 
@@ -87,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         from crio_py.client.status import print_status
 
         return print_status(cfg.listen, ns.timeout)
+    if command in client_commands.COMMANDS:
+        return client_commands.run(command, ns, cfg.listen)
     return _run_daemon(cfg, sources)
 
 
