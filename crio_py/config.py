@@ -59,9 +59,19 @@ class RegistriesConfig:
 
 
 @dataclass(frozen=True)
-class Endpoint:
+class StreamingConfig:
+    """The exec/attach/port-forward server (see defaults/crio-py.yaml)."""
+
     address: str = "127.0.0.1"
     port: int = 0
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_ca: str = ""
+    token_ttl: int = 60
+    idle_timeout: int = 14400
+    stream_creation_timeout: int = 30
+    max_connections: int = 128
+    max_sessions: int = 64
 
 
 @dataclass(frozen=True)
@@ -88,7 +98,7 @@ class Config:
     shm_size: int = 64 * 1024 * 1024
     cni: CNIConfig = field(default_factory=CNIConfig)
     registries: RegistriesConfig = field(default_factory=RegistriesConfig)
-    streaming: Endpoint = field(default_factory=Endpoint)
+    streaming: StreamingConfig = field(default_factory=StreamingConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     default_capabilities: list[str] = field(default_factory=list)
     default_sysctls: dict[str, str] = field(default_factory=dict)
@@ -216,6 +226,16 @@ def _semantic_problems(data: dict[str, Any], source_of: dict[str, str]) -> list[
         port = data[section]["port"]
         if not 0 <= port <= 65535:
             bad(f"{section}.port", f"must be 0..65535, got {port}")
+    streaming = data["streaming"]
+    for key in ("token_ttl", "stream_creation_timeout", "max_connections", "max_sessions"):
+        if streaming[key] <= 0:
+            bad(f"streaming.{key}", f"must be positive, got {streaming[key]}")
+    if streaming["idle_timeout"] < 0:
+        bad("streaming.idle_timeout", "must be 0 (none) or a number of seconds")
+    if bool(streaming["tls_cert"]) != bool(streaming["tls_key"]):
+        bad("streaming.tls_cert", "tls_cert and tls_key go together")
+    if streaming["tls_ca"] and not streaming["tls_cert"]:
+        bad("streaming.tls_ca", "client certificates need tls_cert and tls_key too")
     if data["shm_size"] <= 0:
         bad("shm_size", f"must be positive, got {data['shm_size']}")
     if data["cni"]["plugin_timeout"] <= 0:

@@ -30,8 +30,10 @@ from crio_py.server.grpc_server import CRIServer
 from crio_py.server.image_service import ImageService
 from crio_py.server.runtime_service import RuntimeService
 from crio_py.server.stats import writable_layers
+from crio_py.server.streaming import StreamingBackend
 from crio_py.state import RecordStore
 from crio_py.stats import StatsCollector
+from crio_py.streaming import StreamingServer
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +120,12 @@ class Daemon:
         containers, sandboxes = self.containers, self.sandboxes
         self.stats = StatsCollector(lambda: writable_layers(containers), lambda: [p.id for p in sandboxes.list()])
         self.stats.start()
-        runtime = RuntimeService(config, self.network.status, self.sandboxes, self.containers, self.stats)
+        # Before the RPCs: Exec/Attach/PortForward answer with URLs on its port.
+        self.streaming = StreamingServer(StreamingBackend(self.containers, self.sandboxes, monitors), cfg.streaming)
+        self.streaming.start()
+        runtime = RuntimeService(
+            config, self.network.status, self.sandboxes, self.containers, self.stats, self.streaming
+        )
         self.server = CRIServer(Path(cfg.listen), runtime, ImageService(self.images))
         self.server.start()
         if cfg.metrics.enabled:
@@ -177,7 +184,9 @@ class Daemon:
         log.info("shutting down: finishing in-flight RPCs", extra={"grace_seconds": grace})
         self.server.stop(grace)
         self.stats.stop()
-        log.info("RPCs finished; stopping the CNI plugin service")
+        log.info("RPCs finished; ending streaming sessions")
+        self.streaming.stop(grace)
+        log.info("stopping the CNI plugin service")
         stop_plugin_service(self.cni_service)
         log.info("crio-py stopped; containers keep running under their monitors")
 

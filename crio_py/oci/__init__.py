@@ -10,6 +10,7 @@ carrying the container id and the runtime's own words (its stderr or log).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import json
 import logging
@@ -17,9 +18,12 @@ import os
 import selectors
 import shutil
 import signal as signals
+import struct
 import subprocess
 import tempfile
+import termios
 import time
+import tty as tty_mod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -240,24 +244,7 @@ class OCIRuntime:
         none): when it passes the process is killed and ``timed_out`` is set. Output past
         ``max_output`` bytes per stream is dropped and ``truncated`` set.
         """
-        if not argv:
-            raise InvalidArgument(f"exec in container {id}: no command given")
-        st = self.state(id)
-        if st is None:
-            raise NotFound(f"exec in container {id}: the runtime does not know the container")
-        if st.get("status") != "running":
-            raise FailedPrecondition(f"exec in container {id}: the container is {st.get('status')}, not running")
-        process = self._bundle_process(st)
-        process.update({"terminal": False, "args": list(argv)})
-        process.pop("consoleSize", None)
-        if env is not None:
-            process["env"] = list(env)
-        if cwd:
-            process["cwd"] = cwd
-        if user is not None:
-            process["user"] = user
-        process.setdefault("cwd", "/")
-        process.setdefault("user", {"uid": 0, "gid": 0})
+        process = self._exec_spec(id, argv, False, env, cwd, user)
         with tempfile.TemporaryDirectory(prefix="crio-py-exec-") as tmp:
             process_file, pid_file, log_file = (Path(tmp, n) for n in ("process.json", "pid", "log.json"))
             process_file.write_text(json.dumps(process))
@@ -285,6 +272,78 @@ class OCIRuntime:
                         cls = InvalidArgument
                     raise cls(f"exec in container {id}: {failure}")
         return ExecResult(code, bytes(stdout), bytes(stderr), timed_out, truncated)
+
+    def _exec_spec(
+        self,
+        id: str,
+        argv: list[str],
+        terminal: bool,
+        env: list[str] | None = None,
+        cwd: str | None = None,
+        user: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """The OCI process of an exec: the container's own, with ``argv`` and the given overrides."""
+        if not argv:
+            raise InvalidArgument(f"exec in container {id}: no command given")
+        st = self.state(id)
+        if st is None:
+            raise NotFound(f"exec in container {id}: the runtime does not know the container")
+        if st.get("status") != "running":
+            raise FailedPrecondition(f"exec in container {id}: the container is {st.get('status')}, not running")
+        process = self._bundle_process(st)
+        process.update({"terminal": terminal, "args": list(argv)})
+        process.pop("consoleSize", None)
+        if env is not None:
+            process["env"] = list(env)
+        if terminal and not any(e.startswith("TERM=") for e in process.get("env") or []):
+            process["env"] = [*(process.get("env") or []), "TERM=xterm"]
+        if cwd:
+            process["cwd"] = cwd
+        if user is not None:
+            process["user"] = user
+        process.setdefault("cwd", "/")
+        process.setdefault("user", {"uid": 0, "gid": 0})
+        return process
+
+    def exec_interactive(self, id: str, argv: list[str], tty: bool, stdin: bool) -> InteractiveExec:
+        """Start ``argv`` in a running container with its stdio on pipes, or on a terminal with ``tty``.
+
+        For a terminal, runc gets one end of a pty of ours as its stdio and relays it to the
+        container's own console (which it sets up through its internal console socket), forwarding
+        SIGWINCH as a resize; staying in the foreground it hands back the exit code, which a
+        detached ``runc exec --console-socket`` could not without a subreaper.
+        """
+        process = self._exec_spec(id, argv, tty)
+        tmp = Path(tempfile.mkdtemp(prefix="crio-py-exec-"))
+        try:
+            process_file, pid_file = tmp / "process.json", tmp / "pid"
+            process_file.write_text(json.dumps(process))
+            cmd = [*self.base_argv(), "exec", "--process", str(process_file), "--pid-file", str(pid_file), id]
+            log.debug("runtime exec (interactive)", extra={"container_id": id, "argv": cmd, "tty": tty})
+            if tty:
+                master, slave = os.openpty()
+                # Ours only relays: the container's own console does echo and line discipline.
+                tty_mod.setraw(slave)
+                try:
+                    proc = subprocess.Popen(cmd, stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+                finally:
+                    os.close(slave)
+                return InteractiveExec(proc, pid_file, tmp, stdin=os.dup(master), stdout=master, stderr=None, tty=True)
+            proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+            )
+            fds = [os.dup(f.fileno()) if f else None for f in (proc.stdin, proc.stdout, proc.stderr)]
+            for f in (proc.stdin, proc.stdout, proc.stderr):
+                if f:
+                    f.close()
+            return InteractiveExec(proc, pid_file, tmp, stdin=fds[0], stdout=fds[1], stderr=fds[2], tty=False)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
 
     @staticmethod
     def _bundle_process(state: dict[str, Any]) -> dict[str, Any]:
@@ -330,6 +389,62 @@ class OCIRuntime:
         for stream in buffers:
             stream.close()
         return out, err, timed_out, truncated
+
+
+class InteractiveExec:
+    """A running ``runc exec`` of :meth:`OCIRuntime.exec_interactive`; the file descriptors are ours to close.
+
+    With a terminal, ``stdin`` and ``stdout`` are two descriptors of the pty's master side.
+    """
+
+    def __init__(
+        self,
+        proc: subprocess.Popen[bytes],
+        pid_file: Path,
+        tmp: Path,
+        stdin: int | None,
+        stdout: int | None,
+        stderr: int | None,
+        tty: bool,
+    ):
+        self.proc = proc
+        self.pid = proc.pid
+        self.stdin, self.stdout, self.stderr = stdin, stdout, stderr
+        self.tty = tty
+        self._pid_file = pid_file
+        self._tmp = tmp
+
+    def resize(self, width: int, height: int) -> None:
+        """Set the terminal size; runc passes it on to the container's console on SIGWINCH."""
+        if not self.tty or self.stdout is None or self.proc.poll() is not None:
+            return
+        fcntl.ioctl(self.stdout, termios.TIOCSWINSZ, struct.pack("HHHH", height, width, 0, 0))
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.proc.pid, signals.SIGWINCH)
+
+    def close_stdin(self) -> None:
+        """The client's input ended: the process reads end-of-file (without a terminal)."""
+        if self.stdin is not None and not self.tty:
+            os.close(self.stdin)
+            self.stdin = None
+
+    def kill(self) -> None:
+        """Kill the exec'd process (not only runc, which would leave it behind) and reap runc."""
+        if self.proc.poll() is None:
+            _kill_exec(self.proc, self._pid_file)
+        self.proc.wait()
+
+    def wait(self) -> int:
+        """runc's exit code: the process's own, 128+N after signal N, 255 when runc failed."""
+        return self.proc.wait()
+
+    def close(self) -> None:
+        """Release the descriptors and the temporary files (after kill() or wait())."""
+        for fd in {self.stdin, self.stdout, self.stderr} - {None}:
+            with contextlib.suppress(OSError):
+                os.close(fd)  # type: ignore[arg-type]
+        self.stdin = self.stdout = self.stderr = None
+        shutil.rmtree(self._tmp, ignore_errors=True)
 
 
 def _kill_exec(proc: subprocess.Popen[bytes], pid_file: Path) -> None:

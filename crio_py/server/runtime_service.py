@@ -12,10 +12,12 @@ from crio_py.server.container import ContainerHandlers
 from crio_py.server.pod_sandbox import PodSandboxHandlers
 from crio_py.server.runtime_info import RuntimeInfoHandlers
 from crio_py.server.stats import StatsHandlers
+from crio_py.server.streaming import StreamingHandlers
 from crio_py.stats import StatsCollector
+from crio_py.streaming import StreamingServer
 
 
-class RuntimeService(RuntimeInfoHandlers, PodSandboxHandlers, ContainerHandlers, StatsHandlers):
+class RuntimeService(RuntimeInfoHandlers, PodSandboxHandlers, ContainerHandlers, StatsHandlers, StreamingHandlers):
     """Handlers of every RuntimeService RPC crio-py implements; the rest answer UNIMPLEMENTED."""
 
     def __init__(
@@ -25,6 +27,7 @@ class RuntimeService(RuntimeInfoHandlers, PodSandboxHandlers, ContainerHandlers,
         sandboxes: SandboxManager,
         containers: ContainerManager,
         stats: StatsCollector,
+        streaming: StreamingServer | None = None,
     ):
         RuntimeInfoHandlers.__init__(
             self, config, network_status, lambda name: sandboxes.runtime(name).supports_recursive_read_only()
@@ -32,3 +35,4 @@ class RuntimeService(RuntimeInfoHandlers, PodSandboxHandlers, ContainerHandlers,
         self.sandboxes = sandboxes
         self.containers = containers
         self.stats = stats
+        self.streaming = streaming

@@ -1,0 +1,215 @@
+"""Exec, Attach and PortForward through the streaming server, over SPDY/3.1 and WebSocket, on real containers."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import socket
+from pathlib import Path
+
+import grpc
+import pytest
+
+from crio_py.cri import api_pb2 as pb
+from crio_py.streaming import spdy
+from tests.support.daemon import DaemonHandle
+from tests.support.pods import Pod
+from tests.support.streaming import SpdyClient, WsClient, http_status, spdy_exec, wait_until, ws_exec
+
+pytestmark = pytest.mark.e2e
+
+
+def exec_url(daemon: DaemonHandle, cid: str, *cmd: str, **kw: bool) -> str:
+    opts = {"stdout": True, "stderr": not kw.get("tty", False), **kw}
+    return daemon.runtime.Exec(pb.ExecRequest(container_id=cid, cmd=list(cmd), **opts)).url
+
+
+def processes_with(marker: str) -> list[int]:
+    """Host pids whose command line contains ``marker``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker.encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+    return found
+
+
+@pytest.fixture
+def sleeper(pod: Pod) -> str:
+    """A running container to exec into."""
+    return pod.run("sleeper", "sleep", "100000")
+
+
+# ---- exec ------------------------------------------------------------------------------------
+
+
+def test_exec_spdy_output_and_exit_codes(daemon: DaemonHandle, sleeper: str) -> None:
+    out, err, status = spdy_exec(exec_url(daemon, sleeper, "sh", "-c", "echo out; echo err >&2"))
+    assert (out, err, status) == (b"out\n", b"err\n", {"metadata": {}, "status": "Success"})
+    out, err, status = spdy_exec(exec_url(daemon, sleeper, "sh", "-c", "echo three; exit 3"))
+    assert out == b"three\n"
+    assert isinstance(status, dict)
+    assert status["status"] == "Failure" and status["reason"] == "NonZeroExitCode"
+    assert status["details"] == {"causes": [{"reason": "ExitCode", "message": "3"}]}
+
+
+def test_exec_spdy_older_protocol_reports_failure_as_text(daemon: DaemonHandle, sleeper: str) -> None:
+    _, _, status = spdy_exec(exec_url(daemon, sleeper, "sh", "-c", "exit 3"), protocol="v2.channel.k8s.io")
+    assert isinstance(status, bytes) and b"exit code 3" in status
+    _, _, status = spdy_exec(exec_url(daemon, sleeper, "true"), protocol="v3.channel.k8s.io")
+    assert status == b""
+
+
+@pytest.mark.parametrize("protocol", ["v5.channel.k8s.io", "v4.channel.k8s.io", "v4.base64.channel.k8s.io"])
+def test_exec_websocket_output_and_exit_codes(daemon: DaemonHandle, sleeper: str, protocol: str) -> None:
+    out, err, status = ws_exec(exec_url(daemon, sleeper, "sh", "-c", "echo out; echo err >&2"), protocol=protocol)
+    assert (out, err, status) == (b"out\n", b"err\n", {"metadata": {}, "status": "Success"})
+    out, _, status = ws_exec(exec_url(daemon, sleeper, "sh", "-c", "echo three; exit 3"), protocol=protocol)
+    assert out == b"three\n"
+    assert isinstance(status, dict)
+    assert status["details"] == {"causes": [{"reason": "ExitCode", "message": "3"}]}
+
+
+def test_exec_stdin_round_trips(daemon: DaemonHandle, sleeper: str) -> None:
+    payload = os.urandom(3 * 1024 * 1024)
+    digest = hashlib.sha256(payload).hexdigest().encode()
+    out, _, status = spdy_exec(exec_url(daemon, sleeper, "sha256sum", stdin=True), stdin=payload)
+    assert out.split()[0] == digest and status == {"metadata": {}, "status": "Success"}
+    out, _, status = ws_exec(exec_url(daemon, sleeper, "sha256sum", stdin=True), stdin=payload)
+    assert out.split()[0] == digest and status == {"metadata": {}, "status": "Success"}
+    out, _, _ = spdy_exec(exec_url(daemon, sleeper, "cat", stdin=True), stdin=b"hello\nworld\n")
+    assert out == b"hello\nworld\n"
+
+
+def test_exec_tty_and_resize_spdy(daemon: DaemonHandle, sleeper: str) -> None:
+    url = exec_url(daemon, sleeper, "sh", tty=True, stdin=True)
+    client = SpdyClient(url, ["v4.channel.k8s.io"])
+    try:
+        error = client.open({"streamType": "error"})
+        stdin = client.open({"streamType": "stdin"})
+        stdout = client.open({"streamType": "stdout"})
+        resize = client.open({"streamType": "resize"})
+        resize.write(json.dumps({"Width": 123, "Height": 45}).encode())
+        stdin.write(b"tty; stty size\n")
+        stdout.wait_for_data(lambda d: b"45 123" in d)
+        resize.write(json.dumps({"Width": 80, "Height": 20}).encode())
+        stdin.write(b"stty size; exit 3\n")
+        out = stdout.read_all()
+        assert b"/dev/pts/" in out and b"20 80" in out
+        status = json.loads(error.read_all())
+        assert status["details"]["causes"][0]["message"] == "3"
+    finally:
+        client.close()
+
+
+def test_exec_tty_and_resize_websocket(daemon: DaemonHandle, sleeper: str) -> None:
+    client = WsClient(exec_url(daemon, sleeper, "sh", tty=True, stdin=True), ["v5.channel.k8s.io"])
+    try:
+        client.send(4, json.dumps({"Width": 101, "Height": 41}).encode())
+        client.send(0, b"stty size; exit 0\n")
+        client.wait_closed()
+        assert b"41 101" in client.channel(1)
+        assert json.loads(client.channel(3)) == {"metadata": {}, "status": "Success"}
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("transport", ["spdy", "websocket"])
+def test_client_that_disappears_leaves_no_process(daemon: DaemonHandle, sleeper: str, transport: str) -> None:
+    marker = str(secrets.randbelow(10**6) + 10**6)
+    url = exec_url(daemon, sleeper, "sleep", marker, stdin=True)
+    if transport == "spdy":
+        client: SpdyClient | WsClient = SpdyClient(url, ["v4.channel.k8s.io"])
+        for kind in ("error", "stdin", "stdout", "stderr"):
+            client.open({"streamType": kind})
+    else:
+        client = WsClient(url, ["v5.channel.k8s.io"])
+    wait_until(lambda: processes_with(f"sleep\0{marker}"), 10, "the exec'd process")
+    client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    client.close()  # an abortive close (RST), as a client that was killed
+    wait_until(lambda: not processes_with(f"sleep\0{marker}"), 10, "the exec'd process to be killed")
+
+
+def test_exec_of_a_missing_binary_reports_its_error(daemon: DaemonHandle, sleeper: str) -> None:
+    _out, err, status = spdy_exec(exec_url(daemon, sleeper, "/no/such/binary"))
+    assert isinstance(status, dict) and status["status"] == "Failure"
+    assert b"no such file" in err.lower() or b"not found" in err.lower()
+
+
+# ---- the RPCs and the server's refusals --------------------------------------------------------
+
+
+def test_streaming_rpcs_validate(daemon: DaemonHandle, pod: Pod, sleeper: str) -> None:
+    def code(call: object, request: object) -> grpc.StatusCode:
+        with pytest.raises(grpc.RpcError) as info:
+            call(request)  # type: ignore[operator]
+        return info.value.code()
+
+    rt = daemon.runtime
+    assert code(rt.Exec, pb.ExecRequest(container_id=sleeper, cmd=["true"])) == grpc.StatusCode.INVALID_ARGUMENT
+    assert code(rt.Exec, pb.ExecRequest(container_id=sleeper, stdout=True)) == grpc.StatusCode.INVALID_ARGUMENT
+    tty_stderr = pb.ExecRequest(container_id=sleeper, cmd=["true"], tty=True, stdout=True, stderr=True)
+    assert code(rt.Exec, tty_stderr) == grpc.StatusCode.INVALID_ARGUMENT
+    assert code(rt.Exec, pb.ExecRequest(container_id="nope", cmd=["true"], stdout=True)) == grpc.StatusCode.NOT_FOUND
+    assert code(rt.Attach, pb.AttachRequest(container_id=sleeper)) == grpc.StatusCode.INVALID_ARGUMENT
+    assert code(rt.PortForward, pb.PortForwardRequest(pod_sandbox_id="nope")) == grpc.StatusCode.NOT_FOUND
+    bad_port = pb.PortForwardRequest(pod_sandbox_id=pod.id, port=[70000])
+    assert code(rt.PortForward, bad_port) == grpc.StatusCode.INVALID_ARGUMENT
+    stopped = pod.run("stopped", "true")
+    pod.wait_exit(stopped)
+    stopped_exec = pb.ExecRequest(container_id=stopped, cmd=["true"], stdout=True)
+    assert code(rt.Exec, stopped_exec) == grpc.StatusCode.FAILED_PRECONDITION
+    assert code(rt.Attach, pb.AttachRequest(container_id=stopped, stdout=True)) == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_bad_and_reused_tokens_are_404(daemon: DaemonHandle, sleeper: str) -> None:
+    url = exec_url(daemon, sleeper, "true")
+    base = url.rsplit("/", 2)[0]
+    upgrade = {"Connection": "Upgrade", "Upgrade": "SPDY/3.1", "X-Stream-Protocol-Version": "v4.channel.k8s.io"}
+    assert http_status(f"{base}/exec/{secrets.token_urlsafe(32)}", upgrade)[0] == 404
+    other = exec_url(daemon, sleeper, "true")
+    assert http_status(other.replace("/exec/", "/attach/"), upgrade)[0] == 404  # a token is for its kind only
+    assert http_status(other, upgrade)[0] == 404  # and that attempt used it up
+    assert spdy_exec(url)[2] == {"metadata": {}, "status": "Success"}
+    assert http_status(url, upgrade)[0] == 404  # used once already
+    assert http_status(f"{base}/nothing-here", upgrade)[0] == 404
+    assert http_status(exec_url(daemon, sleeper, "true"))[0] == 400  # no upgrade
+
+
+def test_malformed_spdy_closes_that_connection_only(daemon: DaemonHandle, sleeper: str) -> None:
+    client = SpdyClient(exec_url(daemon, sleeper, "true"), ["v4.channel.k8s.io"])
+    try:
+        client.sock.sendall(b"\x80\x07\x00\x01\x00\x00\x00\x00")  # a control frame of SPDY version 7
+        client.wait_for(lambda: client.closed, 10, "the server to close the connection")
+        assert client.goaway is not None and client.goaway.status == spdy.GOAWAY_PROTOCOL_ERROR
+    finally:
+        client.close()
+    assert spdy_exec(exec_url(daemon, sleeper, "echo", "still up"))[0] == b"still up\n"
+
+
+def test_unsupported_protocols_are_refused(daemon: DaemonHandle, sleeper: str) -> None:
+    with pytest.raises(ConnectionError, match="403"):
+        SpdyClient(exec_url(daemon, sleeper, "true"), ["v9.channel.k8s.io"])
+    client = WsClient(exec_url(daemon, sleeper, "true"), ["v9.channel.k8s.io"])
+    assert client.rejected == 400
+    client.close()
+
+
+def test_spdy_peer_flow_control_is_honoured(daemon: DaemonHandle, sleeper: str) -> None:
+    """A client that announces flow control gets at most its window until it sends WINDOW_UPDATE."""
+    client = SpdyClient(
+        exec_url(daemon, sleeper, "head", "-c", "1000000", "/dev/zero"), ["v4.channel.k8s.io"], flow_control=True
+    )
+    try:
+        error = client.open({"streamType": "error"})
+        stdout = client.open({"streamType": "stdout"})
+        client.open({"streamType": "stderr"})
+        assert len(stdout.read_all()) == 1000000
+        assert json.loads(error.read_all())["status"] == "Success"
+    finally:
+        client.close()
