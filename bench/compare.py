@@ -556,6 +556,10 @@ class Driver:
             "ImageStatus": lambda: img.ImageStatus(pb.ImageStatusRequest(image=image), timeout=RPC_TIMEOUT),
             "ListImages": lambda: img.ListImages(pb.ListImagesRequest(), timeout=RPC_TIMEOUT),
             "Status": lambda: rt.Status(pb.StatusRequest(), timeout=RPC_TIMEOUT),
+            "ListContainerStats": lambda: rt.ListContainerStats(pb.ListContainerStatsRequest(), timeout=RPC_TIMEOUT),
+            "ListPodSandboxStats": lambda: rt.ListPodSandboxStats(
+                pb.ListPodSandboxStatsRequest(), timeout=RPC_TIMEOUT
+            ),
         }
 
 

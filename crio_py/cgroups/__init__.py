@@ -82,7 +82,7 @@ def hierarchies() -> tuple[Hierarchy, ...]:
 
 def cgroup_version() -> int:
     """The cgroup version containers get on this host: 1 (legacy/hybrid) or 2 (unified)."""
-    return version_of(list(hierarchies()))
+    return _layout().version
 
 
 def pod_cgroup_parent(driver: str, requested_parent: str) -> str:
@@ -207,35 +207,86 @@ class CpuStats:
     usage_ns: int
 
 
-def _read_int(path: Path) -> int | None:
+# Stats read a few files per container for every container, every 10 s: plain strings and
+# open() rather than pathlib, and the controller's mount point looked up once.
+
+
+def _read(path: str) -> bytes | None:
     try:
-        text = path.read_text().strip()
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return None
-    if text == "max":
+    try:
+        return os.read(fd, 1 << 16)  # every stats file is a few KiB at most
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _read_int(path: str) -> int | None:
+    data = _read(path)
+    if data is None:
+        return None
+    text = data.strip()
+    if text == b"max":
         return None
     return int(text)
 
 
-def _read_kv(path: Path) -> dict[str, int]:
-    try:
-        lines = path.read_text().splitlines()
-    except OSError:
-        return {}
+def _read_kv(path: str) -> dict[str, int] | None:
+    data = _read(path)
+    if data is None:
+        return None
+    lines = data.decode().splitlines()
     out: dict[str, int] = {}
     for line in lines:
         key, _, val = line.partition(" ")
-        if val.strip().lstrip("-").isdigit():
+        try:
             out[key] = int(val)
+        except ValueError:
+            continue
     return out
 
 
-def _controller_dir(path: str, controller: str) -> Path | None:
-    for h in hierarchies():
-        if (h.version == 2 and cgroup_version() == 2) or controller in h.controllers:
-            d = Path(h.mountpoint) / fs_path(path).lstrip("/")
-            return d if d.is_dir() else None
-    return None
+class _Layout:
+    """The version and each controller's mount point, derived once per ``hierarchies()`` answer."""
+
+    def __init__(self, found: tuple[Hierarchy, ...]):
+        self.found = found
+        self.version = version_of(list(found))
+        self.roots: dict[str, str | None] = {}
+
+    def root(self, controller: str) -> str | None:
+        if controller not in self.roots:
+            self.roots[controller] = next(
+                (
+                    h.mountpoint.rstrip("/")
+                    for h in self.found
+                    if (h.version == 2 and self.version == 2) or controller in h.controllers
+                ),
+                None,
+            )
+        return self.roots[controller]
+
+
+_layout_cache: list[_Layout] = []
+
+
+def _layout() -> _Layout:
+    # Keyed by identity, not by value: hashing the hierarchies on every read costs more than the read.
+    found = hierarchies()
+    cached = _layout_cache[0] if _layout_cache else None
+    if cached is None or cached.found is not found:
+        cached = _Layout(found)
+        _layout_cache[:] = [cached]
+    return cached
+
+
+def _controller_dir(path: str, controller: str) -> str | None:
+    """Where ``path`` is in the controller's hierarchy (existing or not: the first read tells)."""
+    root = _layout().root(controller)
+    return None if root is None else root + fs_path(path).rstrip("/")
 
 
 # v1 reports "no limit" as the largest page-aligned long, not as a word.
@@ -247,18 +298,20 @@ def memory_stats(path: str) -> MemoryStats | None:
     d = _controller_dir(path, "memory")
     if d is None:
         return None
-    stat = _read_kv(d / "memory.stat")
-    if cgroup_version() == 2:
-        usage = _read_int(d / "memory.current") or 0
+    v2 = cgroup_version() == 2
+    usage = _read_int(d + ("/memory.current" if v2 else "/memory.usage_in_bytes"))
+    stat = _read_kv(d + "/memory.stat")
+    if usage is None or stat is None:
+        return None
+    if v2:
         inactive = stat.get("inactive_file", 0)
         rss = stat.get("anon", 0)
-        limit = _read_int(d / "memory.max")
+        limit = _read_int(d + "/memory.max")
         faults, major = stat.get("pgfault", 0), stat.get("pgmajfault", 0)
     else:
-        usage = _read_int(d / "memory.usage_in_bytes") or 0
         inactive = stat.get("total_inactive_file", 0)
         rss = stat.get("total_rss", 0)
-        limit = _read_int(d / "memory.limit_in_bytes")
+        limit = _read_int(d + "/memory.limit_in_bytes")
         limit = None if limit is None or limit >= _V1_UNLIMITED else limit
         faults, major = stat.get("total_pgfault", 0), stat.get("total_pgmajfault", 0)
     return MemoryStats(
@@ -275,16 +328,14 @@ def cpu_stats(path: str) -> CpuStats | None:
     """CPU statistics of a cgroup, or None when it does not exist (any more)."""
     if cgroup_version() == 2:
         d = _controller_dir(path, "cpu")
-        if d is None:
-            return None
-        return CpuStats(usage_ns=_read_kv(d / "cpu.stat").get("usage_usec", 0) * 1000)
+        stat = None if d is None else _read_kv(d + "/cpu.stat")
+        return None if stat is None else CpuStats(usage_ns=stat.get("usage_usec", 0) * 1000)
     d = _controller_dir(path, "cpuacct")
-    if d is None:
-        return None
-    return CpuStats(usage_ns=_read_int(d / "cpuacct.usage") or 0)
+    usage = None if d is None else _read_int(d + "/cpuacct.usage")
+    return None if usage is None else CpuStats(usage_ns=usage)
 
 
 def process_count(path: str) -> int | None:
     """Tasks in a cgroup and its children (``pids.current``), or None when it is gone or unaccounted."""
     d = _controller_dir(path, "pids")
-    return None if d is None else _read_int(d / "pids.current")
+    return None if d is None else _read_int(d + "/pids.current")

@@ -47,7 +47,9 @@ class StatsHandlers:
     def ContainerStats(self, request: pb.ContainerStatsRequest, context: Any) -> pb.ContainerStatsResponse:
         if not request.container_id:
             raise InvalidArgument("container_id must not be empty")
-        return pb.ContainerStatsResponse(stats=self._container_stats(self.containers.get(request.container_id)))
+        ctr = self.containers.get(request.container_id)
+        self.containers.refresh(ctr)
+        return pb.ContainerStatsResponse(stats=self._container_stats(ctr, self._containers_dir()))
 
     def ListContainerStats(
         self, request: pb.ListContainerStatsRequest, context: Any
@@ -60,18 +62,20 @@ class StatsHandlers:
             yield pb.StreamContainerStatsResponse(container_stats=items[start : start + STREAM_CHUNK])
 
     def _list_container_stats(self, f: pb.ContainerStatsFilter) -> list[pb.ContainerStats]:
+        layers_dir = self._containers_dir()
         return [
-            self._container_stats(ctr)
+            self._container_stats(ctr, layers_dir)
             for ctr in self.containers.list()
             if ctr.id.startswith(f.id)
             and ctr.pod_id.startswith(f.pod_sandbox_id)
             and labels_match(f.label_selector, ctr.config.labels)
         ]
 
-    def _container_stats(self, ctr: Container) -> pb.ContainerStats:
-        self.containers.refresh(ctr)
+    def _container_stats(self, ctr: Container, layers_dir: str) -> pb.ContainerStats:
+        # Lists do not pick up exits (ListContainers does, kubelet calls it alongside): a container
+        # that just exited reads as gone or idle cgroups, at half the cost of every list.
         sample = self.stats.container(ctr.id, ctr.cgroups_path if ctr.phase == RUNNING else None)
-        return _container_pb(ctr, sample, self._containers_dir())
+        return _container_pb(ctr, sample, layers_dir)
 
     def _containers_dir(self) -> str:
         """Where writable layers live: the mountpoint ImageFsInfo reports for container filesystems."""
@@ -83,7 +87,7 @@ class StatsHandlers:
         if not request.pod_sandbox_id:
             raise InvalidArgument("pod_sandbox_id must not be empty")
         pod = self.sandboxes.get(request.pod_sandbox_id)
-        return pb.PodSandboxStatsResponse(stats=self._pod_stats(pod, self._parent_users()))
+        return pb.PodSandboxStatsResponse(stats=self._pod_stats(pod, self._parent_users(), self._containers_dir()))
 
     def ListPodSandboxStats(
         self, request: pb.ListPodSandboxStatsRequest, context: Any
@@ -96,9 +100,9 @@ class StatsHandlers:
             yield pb.StreamPodSandboxStatsResponse(pod_sandbox_stats=items[start : start + STREAM_CHUNK])
 
     def _list_pod_stats(self, f: pb.PodSandboxStatsFilter) -> list[pb.PodSandboxStats]:
-        users = self._parent_users()
+        users, layers_dir = self._parent_users(), self._containers_dir()
         return [
-            self._pod_stats(pod, users)
+            self._pod_stats(pod, users, layers_dir)
             for pod in self.sandboxes.list()
             if pod.id.startswith(f.id) and labels_match(f.label_selector, pod.config.labels)
         ]
@@ -106,12 +110,9 @@ class StatsHandlers:
     def _parent_users(self) -> Counter[str]:
         return Counter(p.cgroup_parent for p in self.sandboxes.list())
 
-    def _pod_stats(self, pod: Sandbox, parent_users: Counter[str]) -> pb.PodSandboxStats:
+    def _pod_stats(self, pod: Sandbox, parent_users: Counter[str], layers_dir: str) -> pb.PodSandboxStats:
         ready = self.sandboxes.state(pod) == pb.SANDBOX_READY
-        containers = self.containers.in_pod(pod.id)
-        for ctr in containers:
-            self.containers.refresh(ctr)
-        running = [c for c in containers if c.phase == RUNNING]
+        running = [c for c in self.containers.in_pod(pod.id) if c.phase == RUNNING]
         if not pod.cgroup_parent:
             paths = []
         elif parent_users[pod.cgroup_parent] == 1:
@@ -124,7 +125,6 @@ class StatsHandlers:
             )
             paths = ([pause] if ready else []) + [c.cgroups_path for c in running]
         sample = self.stats.pod(pod.id, paths, pod.pid if ready and not pod.host_network else None)
-        layers_dir = self._containers_dir()
         return _pod_pb(
             pod, sample, [_container_pb(c, self.stats.container(c.id, c.cgroups_path), layers_dir) for c in running]
         )
