@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 import struct
 from concurrent.futures import Executor
@@ -31,8 +32,8 @@ READ_SIZE = 64 * 1024
 def _reason(exc: Exception) -> str:
     if isinstance(exc, CrioError):
         return exc.message
-    if isinstance(exc, OSError) and exc.strerror:
-        return f"connect to 127.0.0.1 in the pod's network namespace: {exc.strerror.lower()}"
+    if isinstance(exc, OSError) and exc.errno:
+        return f"connect to 127.0.0.1 in the pod's network namespace: {os.strerror(exc.errno).lower()}"
     return str(exc)
 
 

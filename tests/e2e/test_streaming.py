@@ -7,6 +7,7 @@ import json
 import os
 import secrets
 import socket
+import threading
 from pathlib import Path
 
 import grpc
@@ -14,8 +15,11 @@ import pytest
 
 from crio_py.cri import api_pb2 as pb
 from crio_py.streaming import spdy
-from tests.support.daemon import DaemonHandle
+from tests.e2e.conftest import BUSYBOX_REPO
+from tests.support.cri import pod_config
+from tests.support.daemon import DaemonHandle, free_port
 from tests.support.pods import Pod
+from tests.support.registry import Registry
 from tests.support.streaming import SpdyClient, WsClient, http_status, spdy_exec, wait_until, ws_exec
 
 pytestmark = pytest.mark.e2e
@@ -213,3 +217,200 @@ def test_spdy_peer_flow_control_is_honoured(daemon: DaemonHandle, sleeper: str) 
         assert json.loads(error.read_all())["status"] == "Success"
     finally:
         client.close()
+
+
+# ---- attach ----------------------------------------------------------------------------------
+
+
+def attach_url(daemon: DaemonHandle, cid: str, **kw: bool) -> str:
+    opts = {"stdout": True, "stderr": not kw.get("tty", False), **kw}
+    return daemon.runtime.Attach(pb.AttachRequest(container_id=cid, **opts)).url
+
+
+def test_attach_survives_a_daemon_restart_between_two_attaches(daemon: DaemonHandle, pod: Pod) -> None:
+    loop = 'while read line; do [ "$line" = quit ] && exit 0; echo "got:$line"; done'
+    cid = pod.run("echoer", "sh", "-c", loop, stdin=True)
+    client = SpdyClient(attach_url(daemon, cid, stdin=True), ["v4.channel.k8s.io"])
+    try:
+        client.open({"streamType": "error"})
+        stdin = client.open({"streamType": "stdin"})
+        stdout = client.open({"streamType": "stdout"})
+        client.open({"streamType": "stderr"})
+        stdin.write(b"first\n")
+        assert b"got:first" in stdout.wait_for_data(lambda d: b"got:first" in d)
+    finally:
+        client.close()
+    daemon.restart()
+    ws = WsClient(attach_url(daemon, cid, stdin=True), ["v5.channel.k8s.io"])
+    try:
+        ws.send(0, b"second\n")
+        assert b"got:second" in ws.wait_channel(1, lambda d: b"got:second" in d)
+        ws.send(0, b"quit\n")  # the container exits: the monitor ends the attach, and the session with it
+        ws.wait_closed()
+        assert json.loads(ws.channel(3)) == {"metadata": {}, "status": "Success"}
+    finally:
+        ws.close()
+    assert pod.wait_exit(cid).exit_code == 0
+
+
+def test_attach_to_a_terminal_with_resize(daemon: DaemonHandle, pod: Pod) -> None:
+    cid = pod.run("shell", "sh", stdin=True, tty=True)
+    client = SpdyClient(attach_url(daemon, cid, stdin=True, tty=True), ["v4.channel.k8s.io"])
+    try:
+        error = client.open({"streamType": "error"})
+        stdin = client.open({"streamType": "stdin"})
+        stdout = client.open({"streamType": "stdout"})
+        resize = client.open({"streamType": "resize"})
+        resize.write(json.dumps({"Width": 111, "Height": 33}).encode())
+        stdin.write(b"stty size\n")
+        stdout.wait_for_data(lambda d: b"33 111" in d)
+        stdin.write(b"exit 0\n")
+        assert json.loads(error.read_all()) == {"metadata": {}, "status": "Success"}
+    finally:
+        client.close()
+
+
+# ---- port-forward ------------------------------------------------------------------------------
+
+ECHO_PORT = 5000
+
+
+def port_forward_url(daemon: DaemonHandle, pod_id: str, ports: list[int] | None = None) -> str:
+    return daemon.runtime.PortForward(pb.PortForwardRequest(pod_sandbox_id=pod_id, port=ports or [])).url
+
+
+def echo_server(pod: Pod, port: int = ECHO_PORT) -> str:
+    """A container echoing every connection to ``port``; returns once it accepts connections."""
+    cid = pod.run(f"echo-{port}", "nc", "-ll", "-p", str(port), "-e", "cat")
+    wait_until(
+        lambda: f":{port:04X}" in pod.exec(cid, "cat", "/proc/net/tcp", "/proc/net/tcp6").stdout.decode(),
+        10,
+        "the listener",
+    )
+    return cid
+
+
+def forward(client: SpdyClient, port: int, request_id: int) -> tuple[object, object]:
+    headers = {"port": str(port), "requestID": str(request_id)}
+    error = client.open({"streamType": "error", **headers})
+    error.close()  # as client-go: nothing to say on it
+    data = client.open({"streamType": "data", **headers})
+    return error, data
+
+
+@pytest.mark.parametrize("transport", ["spdy", "websocket"])
+def test_port_forward_carries_10_mib_both_ways_on_several_streams(
+    daemon: DaemonHandle, pod: Pod, transport: str
+) -> None:
+    echo_server(pod)
+    client = SpdyClient(port_forward_url(daemon, pod.id), ["portforward.k8s.io"], websocket=transport == "websocket")
+    try:
+        payloads = [os.urandom(10 * 1024 * 1024) for _ in range(3)]
+        pairs = [forward(client, ECHO_PORT, i) for i in range(3)]
+        writers = []
+        for (_, data), payload in zip(pairs, payloads, strict=True):
+
+            def send(stream: object = data, body: bytes = payload) -> None:
+                stream.write(body)  # type: ignore[attr-defined]
+                stream.close()  # type: ignore[attr-defined]
+
+            writers.append(threading.Thread(target=send))
+        for writer in writers:
+            writer.start()
+        for (error, data), payload in zip(pairs, payloads, strict=True):
+            echoed = data.read_all(timeout=120)  # type: ignore[attr-defined]
+            assert hashlib.sha256(echoed).digest() == hashlib.sha256(payload).digest()
+            assert error.read_all() == b""  # type: ignore[attr-defined]
+        for writer in writers:
+            writer.join()
+    finally:
+        client.close()
+
+
+def test_port_forward_to_a_closed_port_reports_it_and_the_connection_stays_usable(
+    daemon: DaemonHandle, pod: Pod
+) -> None:
+    echo_server(pod)
+    client = SpdyClient(port_forward_url(daemon, pod.id), ["portforward.k8s.io"])
+    try:
+        error, data = forward(client, 9, 1)
+        message = error.read_all().decode()  # type: ignore[attr-defined]
+        assert "error forwarding port 9" in message and "refused" in message
+        assert data.read_all() == b""  # type: ignore[attr-defined]
+        _, data = forward(client, ECHO_PORT, 2)
+        data.write(b"still here")  # type: ignore[attr-defined]
+        data.close()  # type: ignore[attr-defined]
+        assert data.read_all() == b"still here"  # type: ignore[attr-defined]
+    finally:
+        client.close()
+
+
+def test_port_forward_over_websocket_channels(daemon: DaemonHandle, pod: Pod) -> None:
+    echo_server(pod)
+    client = WsClient(port_forward_url(daemon, pod.id) + f"?port={ECHO_PORT}", ["v4.channel.k8s.io"])
+    try:
+        port = ECHO_PORT.to_bytes(2, "little")
+        client.wait_channel(1, lambda d: d == port)
+        body = os.urandom(1024 * 1024)
+        client.send(0, body)
+        echoed = client.wait_channel(0, lambda d: len(d) >= len(port) + len(body))
+        assert echoed == port + body
+    finally:
+        client.close()
+
+
+def test_port_forward_into_a_host_network_pod(
+    daemon: DaemonHandle, busybox: str, cgroup_parent: str, tmp_path: Path
+) -> None:
+    host_pod = Pod(
+        daemon, busybox, pod_config(cgroup_parent=cgroup_parent, log_directory=str(tmp_path), network=pb.NODE)
+    )
+    port = free_port()
+    echo_server(host_pod, port)
+    client = SpdyClient(port_forward_url(daemon, host_pod.id), ["portforward.k8s.io"])
+    try:
+        _, data = forward(client, port, 1)
+        data.write(b"host")  # type: ignore[attr-defined]
+        data.close()  # type: ignore[attr-defined]
+        assert data.read_all() == b"host"  # type: ignore[attr-defined]
+    finally:
+        client.close()
+
+
+# ---- limits and shutdown -----------------------------------------------------------------------
+
+
+def test_daemon_shutdown_ends_sessions_and_their_processes(daemon: DaemonHandle, sleeper: str) -> None:
+    marker = str(secrets.randbelow(10**6) + 2 * 10**6)
+    client = WsClient(exec_url(daemon, sleeper, "sleep", marker), ["v5.channel.k8s.io"])
+    try:
+        wait_until(lambda: processes_with(f"sleep\0{marker}"), 10, "the exec'd process")
+        assert daemon.stop() == 0
+        client.wait_closed()
+        assert not processes_with(f"sleep\0{marker}")
+    finally:
+        client.close()
+        daemon.start()
+
+
+def test_idle_sessions_and_too_many_sessions(
+    daemon_handle: DaemonHandle, registry: Registry, cgroup_parent: str, tmp_path: Path
+) -> None:
+    daemon_handle.config["streaming"] = {"idle_timeout": 2, "max_sessions": 1}
+    daemon_handle.start()
+    ref = f"{registry.host}/{BUSYBOX_REPO}:latest"
+    daemon_handle.images.PullImage(pb.PullImageRequest(image=pb.ImageSpec(image=ref)), timeout=120)
+    pod = Pod(daemon_handle, ref, pod_config(cgroup_parent=cgroup_parent, log_directory=str(tmp_path)))
+    cid = pod.run("sleeper", "sleep", "100000")
+    marker = str(secrets.randbelow(10**6) + 3 * 10**6)
+    client = WsClient(exec_url(daemon_handle, cid, "sleep", marker), ["v5.channel.k8s.io"])
+    try:
+        wait_until(lambda: processes_with(f"sleep\0{marker}"), 10, "the exec'd process")
+        busy = WsClient(exec_url(daemon_handle, cid, "true"), ["v5.channel.k8s.io"])
+        assert busy.rejected == 503
+        busy.close()
+        client.wait_closed(timeout=15)  # nothing moved for 2 s: the session ends, its process with it
+        wait_until(lambda: not processes_with(f"sleep\0{marker}"), 10, "the idle session's process to go")
+    finally:
+        client.close()
+    assert ws_exec(exec_url(daemon_handle, cid, "echo", "free again"))[0] == b"free again\n"

@@ -39,6 +39,9 @@ class Pod:
         config.linux.security_context.namespace_options.CopyFrom(
             self.config.linux.security_context.namespace_options
         )
+        config.stdin = bool(kw.pop("stdin", False))
+        config.stdin_once = bool(kw.pop("stdin_once", False))
+        config.tty = bool(kw.pop("tty", False))
         resources = kw.pop("resources", None)
         if resources is not None:
             config.linux.resources.CopyFrom(resources)

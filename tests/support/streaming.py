@@ -89,9 +89,15 @@ class ClientStream:
 class SpdyClient(_Waitable):
     """A SPDY/3.1 client connection after the HTTP upgrade."""
 
-    def __init__(self, url: str, protocols: list[str], flow_control: bool = False):
+    def __init__(self, url: str, protocols: list[str], flow_control: bool = False, websocket: bool = False):
         super().__init__()
         parts = urlsplit(url)
+        if websocket:  # SPDY tunnelled in WebSocket messages, as client-go's port-forward dialer does
+            self.sock = TunnelSocket(url, [f"SPDY/3.1+{p}" for p in protocols])  # type: ignore[assignment]
+            self.status, self.response_headers = 101, {}
+            self.protocol = self.sock.protocol.removeprefix("SPDY/3.1+")
+            self._start(flow_control)
+            return
         self.sock = socket.create_connection((parts.hostname, parts.port), timeout=TIMEOUT)
         request = [
             f"POST {parts.path} HTTP/1.1",
@@ -115,6 +121,9 @@ class SpdyClient(_Waitable):
         if self.status != 101:
             raise ConnectionError(f"upgrade refused: {lines[0]}")
         self.protocol = self.response_headers.get("x-stream-protocol-version", "")
+        self._start(flow_control)
+
+    def _start(self, flow_control: bool) -> None:
         self.encoder = spdy.Encoder()
         self.decoder = spdy.Decoder()
         self.streams: dict[int, ClientStream] = {}
@@ -213,12 +222,39 @@ def spdy_exec(
         client.close()
 
 
+class TunnelSocket:
+    """Enough of a socket for SpdyClient, carried in binary WebSocket messages."""
+
+    def __init__(self, url: str, subprotocols: list[str]):
+        self.ws = WsClient(url, subprotocols, raw=True)
+        if self.ws.rejected is not None:
+            raise ConnectionError(f"upgrade refused: {self.ws.rejected}")
+        self.protocol = self.ws.protocol or ""
+
+    def sendall(self, data: bytes) -> None:
+        self.ws.send_raw(data)
+
+    def recv(self, n: int) -> bytes:
+        return self.ws.next_raw()
+
+    def shutdown(self, how: int) -> None:
+        self.ws.sock.shutdown(how)
+
+    def setsockopt(self, *args: object) -> None:
+        self.ws.sock.setsockopt(*args)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        self.ws.close()
+
+
 class WsClient(_Waitable):
     """A WebSocket client of the channel protocols (binary or base64)."""
 
-    def __init__(self, url: str, subprotocols: list[str]):
+    def __init__(self, url: str, subprotocols: list[str], raw: bool = False):
         super().__init__()
         parts = urlsplit(url)
+        self.raw = raw  # whole messages kept as they are (for tunnelling) instead of split into channels
+        self.raw_messages: list[bytes] = []
         self.sock = socket.create_connection((parts.hostname, parts.port), timeout=TIMEOUT)
         self.ws = WSConnection(ConnectionType.CLIENT)
         target = parts.path + (f"?{parts.query}" if parts.query else "")
@@ -239,7 +275,8 @@ class WsClient(_Waitable):
             for event in self.ws.events():
                 if isinstance(event, AcceptConnection):
                     self.protocol = event.subprotocol or ""
-                elif isinstance(event, RejectConnection):
+                    break  # messages that came with the handshake are left for the reader thread
+                if isinstance(event, RejectConnection):
                     self.rejected = event.status_code
                 elif isinstance(event, RejectData):
                     self.reject_body += event.data
@@ -251,8 +288,8 @@ class WsClient(_Waitable):
     def _read_loop(self) -> None:
         partial = b""
         try:
-            while data := self.sock.recv(65536):
-                self.ws.receive_data(data)
+            data = b"-"
+            while data:
                 for event in self.ws.events():
                     if isinstance(event, BytesMessage | TextMessage):
                         raw = event.data if isinstance(event.data, bytes) else event.data.encode()
@@ -265,13 +302,26 @@ class WsClient(_Waitable):
                         with self.send_lock:
                             self.sock.sendall(self.ws.send(event.response()))
                         raise OSError("closed")
+                data = self.sock.recv(65536)
+                self.ws.receive_data(data or None)
         except OSError:
             pass
         with self.cond:
             self.closed = True
             self.cond.notify_all()
 
+    def next_raw(self, timeout: float = 300) -> bytes:
+        """The next whole message (raw mode); b"" once the connection ended."""
+        self.wait_for(lambda: bool(self.raw_messages) or self.closed, timeout, "a message")
+        with self.cond:
+            return self.raw_messages.pop(0) if self.raw_messages else b""
+
     def _message(self, raw: bytes) -> None:
+        if self.raw:
+            with self.cond:
+                self.raw_messages.append(raw)
+                self.cond.notify_all()
+            return
         if not raw:
             return
         if self.base64:
