@@ -9,6 +9,8 @@ and the ratio; then checks that no address, veth or per-pod iptables chain is le
     python bench/cni_chain.py                 # 50 cycles, service mode
     python bench/cni_chain.py --cycles 500    # the leak check run
     python bench/cni_chain.py --no-service    # our plugins without the service (in-process)
+    python bench/cni_chain.py --daemon-path   # as the daemon runs a pod's list (bridge, portmap):
+                                              # ours as one service request, the reference exec'd
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "cni-plugins"))
 
 from cni_plugins import install, iptables  # noqa: E402
+
+from crio_py.config import CNIConfig  # noqa: E402
+from crio_py.network import CNIManager, PluginService, PodAttachment, create_netns, remove_netns  # noqa: E402
 
 REFERENCE_DIR = "/usr/lib/cni"
 CNI_VERSION = "1.0.0"
@@ -126,6 +131,92 @@ class Impl:
         self.del_ms.append((t2 - t1) * 1000)
 
 
+@dataclass
+class DaemonPath:
+    """One plugin set run as the daemon runs it: CNIManager setup/teardown of a pod's netns."""
+
+    label: str
+    manager: CNIManager
+    netns_dir: Path
+    add_ms: list[float] = field(default_factory=list)
+    del_ms: list[float] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+    def cycle(self, n: int) -> None:
+        """One pod: CNI ADD of the list, then DEL, timed separately (netns untimed)."""
+        cid = f"bench{n:05d}{random.randrange(1 << 30):08x}"
+        netns = create_netns(self.netns_dir, cid)
+        att = PodAttachment(cid, f"p{n}", "bench", f"uid-{cid}", str(netns))
+        try:
+            t0 = time.perf_counter()
+            self.manager.setup(att)
+            t1 = time.perf_counter()
+            self.manager.teardown(att)
+            t2 = time.perf_counter()
+            self.add_ms.append((t1 - t0) * 1000)
+            self.del_ms.append((t2 - t1) * 1000)
+        except Exception as e:  # counted and shown: another process may race on shared chains
+            self.failures.append(f"{type(e).__name__}: {e}")
+            with contextlib.suppress(Exception):
+                self.manager.teardown(att)
+        finally:
+            remove_netns(netns)
+
+
+def daemon_path(opts: argparse.Namespace, work: Path, tag: str, third: int) -> list[DaemonPath]:
+    """Our plugins through the service (one request per list) and the reference exec'd, interleaved."""
+    ours_bin = work / "bin"
+    install.install(str(ours_bin), sys.executable)
+    service = PluginService(work / "svc.sock", work / "svc.log")
+    paths = []
+    for label, plugin_dir, letter, octet in (
+        ("crio-py", str(ours_bin), "o", third),
+        ("reference", REFERENCE_DIR, "r", third + 1),
+    ):
+        conf_dir = work / f"conf-{letter}"
+        conf_dir.mkdir()
+        conflist = {
+            "cniVersion": CNI_VERSION,
+            "name": f"cpt-{letter}{tag}-net",
+            "plugins": [
+                {
+                    "type": "bridge",
+                    "bridge": f"cpt-{letter}{tag}",
+                    "isGateway": True,
+                    "ipMasq": True,
+                    "hairpinMode": True,
+                    "ipam": {
+                        "type": "host-local",
+                        "ranges": [[{"subnet": f"10.234.{octet}.0/24"}]],
+                        "routes": [{"dst": "0.0.0.0/0"}],
+                        "dataDir": str(work / f"ipam-{letter}"),
+                    },
+                },
+                {"type": "portmap", "capabilities": {"portMappings": True}},
+            ],
+        }
+        (conf_dir / "10-bench.conflist").write_text(json.dumps(conflist))
+        cfg = CNIConfig(conf_dir=str(conf_dir), plugin_dirs=[plugin_dir], cache_dir=str(work / f"cache-{letter}"))
+        manager = CNIManager(cfg, service if letter == "o" else None)
+        manager.start_service_if_used()
+        paths.append(DaemonPath(label, manager, work / f"netns-{letter}"))
+    try:
+        for i in range(opts.warmup):
+            for p in paths:
+                p.cycle(-1 - i)
+        for p in paths:
+            p.add_ms.clear()
+            p.del_ms.clear()
+        for n in range(opts.cycles):
+            for p in paths if n % 2 else reversed(paths):
+                p.cycle(n)
+    finally:
+        service.stop()
+        for letter in ("o", "r"):
+            subprocess.run(["ip", "link", "del", f"cpt-{letter}{tag}"], capture_output=True)
+    return paths
+
+
 def pct(values: list[float], p: float) -> float:
     """The p-th percentile (nearest rank)."""
     ordered = sorted(values)
@@ -175,6 +266,7 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--no-service", action="store_true", help="our plugins without the service")
     parser.add_argument("--ours-only", action="store_true", help="skip the reference plugins")
+    parser.add_argument("--daemon-path", action="store_true", help="lists as the daemon runs them (CNIManager)")
     parser.add_argument("--max-ratio", type=float, default=0.0, help="fail when ours/reference p50 exceeds this")
     opts = parser.parse_args()
     if os.geteuid() != 0:
@@ -184,6 +276,23 @@ def main() -> int:
     tag = f"{random.randrange(1 << 24):06x}"
     work = Path(tempfile.mkdtemp(prefix="cpt-bench-"))
     third = random.randrange(64, 250)
+    if opts.daemon_path:
+        forward = Path("/proc/sys/net/ipv4/ip_forward").read_text()
+        try:
+            paths = daemon_path(opts, work, tag, third)
+        finally:
+            Path("/proc/sys/net/ipv4/ip_forward").write_text(forward)
+            shutil.rmtree(work, ignore_errors=True)
+        print(f"CNI list bridge/host-local + portmap as the daemon runs it (no port mappings), {opts.cycles} cycles")
+        for p in paths:
+            print(report(f"{p.label} ADD", p.add_ms))
+            print(report(f"{p.label} DEL", p.del_ms))
+            print(report(f"{p.label} ADD+DEL", [a + d for a, d in zip(p.add_ms, p.del_ms, strict=True)]))
+            if p.failures:
+                print(f"{p.label}: {len(p.failures)} failed cycles, first: {p.failures[0][:300]}")
+        totals = [statistics.median([a + d for a, d in zip(p.add_ms, p.del_ms, strict=True)]) for p in paths]
+        print(f"ratio crio-py/reference (ADD+DEL p50): {totals[0] / totals[1]:.2f}x")
+        return 0
     ours = Impl(
         "crio-py",
         str(work / "bin"),

@@ -24,7 +24,7 @@ from crio_py.config import Config, ConfigSources
 from crio_py.container import ContainerManager
 from crio_py.image import ImageManager
 from crio_py.monitor import MonitorClient
-from crio_py.network import CNIManager, start_plugin_service, stop_plugin_service
+from crio_py.network import CNIManager, PluginService
 from crio_py.sandbox import SandboxManager
 from crio_py.server.grpc_server import CRIServer
 from crio_py.server.image_service import ImageService
@@ -105,11 +105,12 @@ class Daemon:
             Path(path).mkdir(parents=True, exist_ok=True, mode=mode)
         config = self.current_config
         store = RecordStore(Path(cfg.root))
-        self.network = CNIManager(cfg.cni)
-        self.cni_service = None
+        self.cni_service: PluginService | None = None
         if cfg.cni.plugin_service:
             run_root = Path(cfg.run_root)
-            self.cni_service = start_plugin_service(run_root / "cni-plugins.sock", run_root / "cni-plugins.log")
+            self.cni_service = PluginService(run_root / "cni-plugins.sock", run_root / "cni-plugins.log")
+        self.network = CNIManager(cfg.cni, self.cni_service)
+        self.network.start_service_if_used()
         self.images = ImageManager(config, store)
         monitors = MonitorClient(Path(cfg.run_root) / "monitors")
         self.sandboxes = SandboxManager(config, store, self.images, self.network, monitors)
@@ -187,7 +188,8 @@ class Daemon:
         log.info("RPCs finished; ending streaming sessions")
         self.streaming.stop(grace)
         log.info("stopping the CNI plugin service")
-        stop_plugin_service(self.cni_service)
+        if self.cni_service is not None:
+            self.cni_service.stop()
         log.info("crio-py stopped; containers keep running under their monitors")
 
 

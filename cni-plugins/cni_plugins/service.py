@@ -1,10 +1,17 @@
-"""The long-lived plugin service: pyroute2 and the plugins imported once, a request per worker.
+"""The long-lived plugin service: pyroute2 and the plugins imported once, many requests per worker.
 
-The parent imports everything, then keeps a pool of pre-forked idle workers blocked in
-``accept()`` on the listening socket, so no fork or import sits on a request's path. A worker
-serves exactly one request and exits: netns switching (setns) and any state a plugin leaves
-behind die with it, and a crash cannot hurt other requests. As soon as a worker takes a request
-it tells the parent, which forks a replacement.
+Two kinds of request arrive on one SOCK_SEQPACKET socket:
+
+- a launcher's (``client.py``): one plugin call, carrying the caller's environment and its
+  stdin, stdout and stderr fds;
+- a runtime's chain request (crio-py's daemon, ``CHAIN_MAGIC``): every plugin of a network list
+  for one command in one message, answered with every plugin's exit code and output. For ADD
+  each plugin gets the previous one's result as ``prevResult``, as libcni passes it.
+
+The parent imports everything, then forks long-lived workers that share the listening socket
+and serve each connection in a thread of its own: a plugin enters a container's netns with
+setns, which moves only the calling thread, and the thread ends with the request, so nothing a
+request changes outlives it. The parent replaces a worker that dies.
 
 Run: ``python -m cni_plugins.service --socket /run/crio-py/cni-plugins.sock``.
 """
@@ -15,6 +22,7 @@ import argparse
 import contextlib
 import ctypes
 import gc
+import json
 import os
 import select
 import signal
@@ -22,14 +30,17 @@ import socket
 import stat
 import struct
 import sys
+import threading
 import time
 from typing import Any
 
 from cni_plugins import plugins, skel
 from cni_plugins.client import DEFAULT_SOCKET, FALLBACK, SOCKET_ENV, parse_request, write_all
 
-# Seconds idle workers get to exit at shutdown before they are killed.
+# Seconds workers get to finish their requests and exit at shutdown before they are killed.
 CLOSE_GRACE = 2.0
+# A runtime's request for a whole network list: CHAIN_MAGIC \0 JSON.
+CHAIN_MAGIC = b"crio-py-cni-chain/1"
 
 PR_SET_PDEATHSIG = 1
 MAX_REQUEST = 1 << 20
@@ -54,10 +65,58 @@ def _peer_is_root(conn: socket.socket) -> bool:
     return uid == 0
 
 
+def run_chain(request: dict[str, Any]) -> list[dict[str, Any]]:
+    """Run every plugin of a chain request in order; one ``{rc, stdout, stderr}`` per plugin run.
+
+    ``chain``: pass each result on as the next plugin's prevResult (ADD). ``keep_going``: go on
+    past a failed plugin (DEL, GC); otherwise the first failure ends the list.
+    """
+    env = {str(k): str(v) for k, v in request["env"].items()}
+    chain, keep_going = bool(request.get("chain")), bool(request.get("keep_going"))
+    outcomes: list[dict[str, Any]] = []
+    prev: Any = None
+    for step in request["plugins"]:
+        conf = step["config"]
+        if chain and prev is not None:
+            conf = {**conf, "prevResult": prev}
+        try:
+            plugin = plugins.get(step["type"])
+        except KeyError:
+            outcome = skel.Outcome(1, b"", f"not a plugin of the crio-py service: {step['type']!r}".encode())
+        else:
+            outcome = skel.run(plugin, env, json.dumps(conf).encode())
+        outcomes.append(
+            {
+                "rc": outcome.rc,
+                "stdout": outcome.stdout.decode(errors="replace"),
+                "stderr": outcome.stderr.decode(errors="replace"),
+            }
+        )
+        if outcome.rc != 0 and not keep_going:
+            break
+        if chain:
+            try:
+                prev = json.loads(outcome.stdout)
+            except ValueError:
+                prev = None
+    return outcomes
+
+
 def serve_one(conn: socket.socket) -> None:
-    """Serve one accepted connection: run the plugin with the client's env and stdio fds."""
+    """Serve one accepted connection: a launcher's plugin call or a runtime's chain request."""
     msg, fds, _, _ = socket.recv_fds(conn, MAX_REQUEST, 3)
     try:
+        if msg.startswith(CHAIN_MAGIC + b"\0"):
+            if not _peer_is_root(conn):
+                conn.send(b'{"error": "the chain request must come from root"}')
+                return
+            try:
+                request = json.loads(msg[len(CHAIN_MAGIC) + 1 :])
+                reply = {"results": run_chain(request)}
+            except (ValueError, KeyError, TypeError, AttributeError) as e:
+                reply = {"error": f"malformed chain request: {type(e).__name__}: {e}"}
+            conn.send(json.dumps(reply).encode())
+            return
         req = parse_request(msg)
         if req is None or len(fds) != 3 or req[0] not in plugins.MODULES or not _peer_is_root(conn):
             conn.send(FALLBACK)
@@ -75,16 +134,64 @@ def serve_one(conn: socket.socket) -> None:
             os.close(fd)
 
 
+class Worker:
+    """One long-lived worker process: accepts connections and serves each in a thread."""
+
+    def __init__(self, listener: socket.socket) -> None:
+        self.listener = listener
+        self.inflight: set[threading.Thread] = set()
+        self.lock = threading.Lock()
+        self.stopping = False
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            with conn:
+                serve_one(conn)
+        except Exception as e:  # a broken connection or request must not end the worker
+            print(f"cni-plugins service: request failed: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+        finally:
+            with self.lock:
+                self.inflight.discard(threading.current_thread())
+
+    def run(self, parent: int) -> None:
+        def on_term(signum: int, frame: Any) -> None:
+            with self.lock:
+                idle = not self.inflight
+            if idle:
+                os._exit(0)
+            raise _Stop
+
+        signal.signal(signal.SIGTERM, on_term)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.set_wakeup_fd(-1)
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:
+            return
+        plugins.warm_up()
+        try:
+            while True:
+                conn, _ = self.listener.accept()
+                thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+                with self.lock:
+                    self.inflight.add(thread)
+                thread.start()
+        except _Stop:
+            pass
+        # Stopping: requests already taken finish; the listener stays with the parent.
+        self.listener.close()
+        for thread in list(self.inflight):
+            thread.join()
+
+
 class Service:
-    """The listening socket and the worker pool."""
+    """The listening socket and the workers."""
 
     def __init__(self, path: str, workers: int) -> None:
         self.path = path
         self.pool_size = max(1, workers)
-        self.idle: set[int] = set()
-        self.busy: set[int] = set()
+        self.workers: set[int] = set()
         self.listener = self._listen(path)
-        self.notify_r, self.notify_w = os.pipe2(os.O_CLOEXEC)
         self.parent = os.getpid()
         # Whoever started us (the daemon): when it is gone, so is our reason to serve, even if
         # its death signal never came (PR_SET_PDEATHSIG is lost when the starting thread exits).
@@ -115,39 +222,15 @@ class Service:
     def _spawn(self) -> None:
         pid = os.fork()
         if pid:
-            self.idle.add(pid)
+            self.workers.add(pid)
             return
         code = 0
         try:
-            self._worker()
+            Worker(self.listener).run(self.parent)
         except BaseException:
             code = 1
         finally:
             os._exit(code)
-
-    def _worker(self) -> None:
-        busy = False
-
-        def on_term(signum: int, frame: Any) -> None:
-            if not busy:
-                os._exit(0)
-
-        signal.signal(signal.SIGTERM, on_term)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        signal.set_wakeup_fd(-1)
-        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-        if os.getppid() != self.parent:
-            return
-        os.close(self.notify_r)
-        gc.disable()
-        plugins.warm_up()
-        conn, _ = self.listener.accept()
-        busy = True
-        os.write(self.notify_w, b"%d\n" % os.getpid())
-        self.listener.close()
-        with conn:
-            serve_one(conn)
 
     def _reap(self) -> None:
         while True:
@@ -157,8 +240,7 @@ class Service:
                 return
             if pid == 0:
                 return
-            self.idle.discard(pid)
-            self.busy.discard(pid)
+            self.workers.discard(pid)
 
     def run(self) -> None:
         """Serve until SIGTERM or SIGINT."""
@@ -168,45 +250,38 @@ class Service:
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
-        # Wake the loop when a worker exits so the pool is topped up at once.
+        # Wake the loop when a worker exits so that it is replaced at once.
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wake_w)
         signal.signal(signal.SIGCHLD, lambda s, f: None)
         try:
             while True:
                 self._reap()
-                # A busy worker is replaced once it exits, not while it serves (a fork competes
-                # with the request for the CPU); only an empty pool is refilled at once.
-                while not self.idle or len(self.idle) + len(self.busy) < self.pool_size:
+                while len(self.workers) < self.pool_size:
                     self._spawn()
-                ready, _, _ = select.select([self.notify_r, wake_r], [], [], 5.0)
+                ready, _, _ = select.select([wake_r], [], [], 5.0)
                 if os.getppid() != self.owner:
                     break
-                if wake_r in ready:
+                if ready:
                     with contextlib.suppress(BlockingIOError):
                         os.read(wake_r, 4096)
-                if self.notify_r in ready:
-                    for line in os.read(self.notify_r, 4096).split():
-                        pid = int(line)
-                        self.idle.discard(pid)
-                        self.busy.add(pid)
         except _Stop:
             pass
         finally:
             self.close()
 
     def close(self) -> None:
-        """Stop idle workers (busy ones finish their request), remove the socket."""
+        """Stop the workers (requests they took finish first), remove the socket."""
         with contextlib.suppress(OSError):
             os.unlink(self.path)
         self.listener.close()
-        for pid in list(self.idle):
+        for pid in list(self.workers):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
-        # An idle worker exits on SIGTERM; one that missed it (e.g. signalled between fork and
-        # installing its handler) would hold the service forever: wait a little, then SIGKILL.
+        # A worker that missed SIGTERM (signalled between fork and installing its handler) or is
+        # stuck would hold the service forever: wait a little, then SIGKILL.
         deadline = time.monotonic() + CLOSE_GRACE
-        for pid in list(self.idle):
+        for pid in list(self.workers):
             with contextlib.suppress(ChildProcessError):
                 while os.waitpid(pid, os.WNOHANG) == (0, 0):
                     if time.monotonic() > deadline:
@@ -221,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     """Command line: ``python -m cni_plugins.service [--socket PATH] [--workers N]``."""
     parser = argparse.ArgumentParser(prog="cni_plugins.service", description=__doc__.splitlines()[0])
     parser.add_argument("--socket", default=os.environ.get(SOCKET_ENV, DEFAULT_SOCKET), help="unix socket to serve")
-    parser.add_argument("--workers", type=int, default=4, help="idle pre-forked workers kept ready")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes (each serves many requests at once)")
     opts = parser.parse_args(argv)
     plugins.preload()
     plugins.warm_up()

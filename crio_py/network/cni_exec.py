@@ -95,13 +95,13 @@ def find_plugin(plugin_type: str, plugin_dirs: list[str]) -> Path | None:
     return None
 
 
-def plugin_stdin(
+def plugin_conf(
     net: NetworkConfigList,
     plugin: dict[str, Any],
     prev_result: dict[str, Any] | None = None,
     capability_args: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
-) -> bytes:
+) -> dict[str, Any]:
     """The config one plugin of the list reads: its own keys plus the list's name and version,
     ``prevResult`` when given, and ``runtimeConfig`` holding only the capabilities it declares."""
     conf = dict(plugin)
@@ -118,10 +118,21 @@ def plugin_stdin(
             conf["runtimeConfig"] = {**(base if isinstance(base, dict) else {}), **wanted}
     if extra:
         conf.update(extra)
-    return json.dumps(conf).encode()
+    return conf
 
 
-def _error_from_output(plugin: str, command: str, rc: int, stdout: bytes, stderr: str) -> PluginError:
+def plugin_stdin(
+    net: NetworkConfigList,
+    plugin: dict[str, Any],
+    prev_result: dict[str, Any] | None = None,
+    capability_args: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> bytes:
+    """``plugin_conf`` as the bytes a plugin executable reads on stdin."""
+    return json.dumps(plugin_conf(net, plugin, prev_result, capability_args, extra)).encode()
+
+
+def error_from_output(plugin: str, command: str, rc: int, stdout: bytes, stderr: str) -> PluginError:
     """The plugin's error JSON (``code``, ``msg``, ``details``), or its raw output when it printed none."""
     text = stdout.decode(errors="replace").strip()
     try:
@@ -173,7 +184,7 @@ def exec_plugin(path: Path, command: str, env: dict[str, str], stdin: bytes, tim
             timed_out=True,
         ) from None
     if proc.returncode != 0:
-        raise _error_from_output(path.name, command, proc.returncode, stdout, _tail(stderr_b))
+        raise error_from_output(path.name, command, proc.returncode, stdout, _tail(stderr_b))
     return stdout
 
 

@@ -8,7 +8,6 @@ Follows libcni's list semantics: ADD runs the plugins in order, each getting the
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import re
 import threading
@@ -36,12 +35,10 @@ from crio_py.network.cni_exec import (
     Invocation,
     PluginError,
     cni_args,
-    exec_plugin,
     find_plugin,
     parse_json,
-    plugin_env,
-    run_plugin,
 )
+from crio_py.network.cni_list import ListRunner, PassOn, failures
 from crio_py.network.model import (
     DEFAULT_IFNAME,
     NOT_READY_REASON,
@@ -50,6 +47,7 @@ from crio_py.network.model import (
     PodAttachment,
 )
 from crio_py.network.netns import is_netns
+from crio_py.network.plugin_service import PluginService
 
 log = logging.getLogger(__name__)
 # libcni's default when no plugin dir is configured.
@@ -106,6 +104,14 @@ def _pod_label(att: PodAttachment) -> str:
     return f"pod {att.namespace}/{att.name} ({att.pod_id[:12]})"
 
 
+def _add_result(ptype: str, out: bytes) -> dict[str, Any]:
+    """A plugin's ADD output as a normalized result; PluginError when it is not one."""
+    try:
+        return cni_result.normalize(parse_json(ptype, "ADD", out))
+    except cni_result.ResultInvalid as exc:
+        raise PluginError(ptype, "ADD", f"invalid result: {exc}") from exc
+
+
 def to_crio_error(exc: PluginError, context: str) -> CrioError:
     """Map a plugin failure to the error class the server turns into a gRPC code."""
     text = f"{context}: {exc.describe()}"
@@ -121,9 +127,11 @@ def to_crio_error(exc: PluginError, context: str) -> CrioError:
 class CNIManager:
     """Runs the configured CNI network list for pods; safe to call from many threads."""
 
-    def __init__(self, cfg: CNIConfig) -> None:
+    def __init__(self, cfg: CNIConfig, service: PluginService | None = None) -> None:
+        """``service``: the service behind our own plugins, started once a network list uses them."""
         self._lock = threading.Lock()
         self._versions: dict[tuple[str, int], list[str]] = {}
+        self._runner = ListRunner(service)
         self._apply(cfg)
 
     def _apply(self, cfg: CNIConfig) -> None:
@@ -149,10 +157,7 @@ class CNIManager:
             known = self._versions.get(key)
         if known is not None:
             return known
-        # The spec's VERSION input is the version alone, not the plugin's config.
-        stdin = json.dumps({"cniVersion": net.cni_version}).encode()
-        env = plugin_env(Invocation("VERSION"), self._plugin_dirs)
-        out = exec_plugin(path, "VERSION", env, stdin, self._cfg.plugin_timeout)
+        out = self._runner.version(path, ptype, net.cni_version, self._plugin_dirs, self._cfg.plugin_timeout)
         data = parse_json(ptype, "VERSION", out)
         versions = data.get("supportedVersions") if isinstance(data, dict) else None
         if not isinstance(versions, list):
@@ -167,6 +172,7 @@ class CNIManager:
         net = found.network
         if net is None:
             return None, found.problem
+        self._start_service_if_used(net)
         for plugin in net.plugins:
             ptype = plugin["type"]
             path = find_plugin(ptype, self._plugin_dirs)
@@ -186,19 +192,46 @@ class CNIManager:
                 )
         return net, ""
 
+    def _start_service_if_used(self, net: NetworkConfigList) -> None:
+        service = self._runner.service
+        if service is None:
+            return
+        paths = [find_plugin(p["type"], self._plugin_dirs) for p in net.plugins]
+        if any(p is not None and self._runner.is_ours(p) for p in paths):
+            service.ensure_started()
+
+    def start_service_if_used(self) -> None:
+        """Start the plugin service now when the current network uses one of our plugins (the
+        first pod then finds it ready); it is not started at all for networks that do not."""
+        net = self._watcher.current().network
+        if net is not None:
+            self._start_service_if_used(net)
+
+    def _run(
+        self,
+        net: NetworkConfigList,
+        plugins: list[dict[str, Any]],
+        inv: Invocation,
+        prev: dict[str, Any] | None = None,
+        caps: dict[str, Any] | None = None,
+        extra: dict[str, Any] | None = None,
+        pass_on: PassOn | None = None,
+        keep_going: bool = False,
+    ) -> list[tuple[str, bytes | PluginError]]:
+        return self._runner.run(
+            net, plugins, inv, self._plugin_dirs, self._cfg.plugin_timeout, prev, caps, extra, pass_on, keep_going
+        )
+
     def status(self) -> NetworkStatus:
         """Ready while the conf dir holds a usable network config (and, from CNI 1.1, its plugins say so)."""
         net, problem = self._usable_network()
         if net is None:
             return NetworkStatus(False, NOT_READY_REASON, f"Network plugin returns error: {problem}")
         if net.supports_status:
-            for plugin in net.plugins:
-                try:
-                    run_plugin(net, plugin, Invocation("STATUS"), self._plugin_dirs, self._cfg.plugin_timeout)
-                except PluginError as exc:
-                    return NetworkStatus(
-                        False, NOT_READY_REASON, f"Network plugin returns error: network {net.name!r}: {exc}"
-                    )
+            for exc in failures(self._run(net, net.plugins, Invocation("STATUS"))):
+                return NetworkStatus(
+                    False, NOT_READY_REASON, f"Network plugin returns error: network {net.name!r}: {exc}"
+                )
         return NetworkStatus(True, "", "")
 
     # ---- ADD ---------------------------------------------------------------------------
@@ -237,14 +270,15 @@ class CNIManager:
             raise Internal(f"{context}: cannot write the CNI cache: {exc}") from exc
         inv = Invocation("ADD", att.pod_id, att.netns_path, DEFAULT_IFNAME, cni_args(args))
         common: dict[str, Any] | None = None
+
+        def pass_on(ptype: str, out: bytes) -> dict[str, Any]:
+            return cni_result.render(_add_result(ptype, out), net.cni_version)
+
         try:
-            for plugin in net.plugins:
-                prev = cni_result.render(common, net.cni_version) if common is not None else None
-                out = run_plugin(net, plugin, inv, self._plugin_dirs, self._cfg.plugin_timeout, prev, caps)
-                try:
-                    common = cni_result.normalize(parse_json(plugin["type"], "ADD", out))
-                except cni_result.ResultInvalid as exc:
-                    raise PluginError(plugin["type"], "ADD", f"invalid result: {exc}") from exc
+            for ptype, out in self._run(net, net.plugins, inv, caps=caps, pass_on=pass_on):
+                if isinstance(out, PluginError):
+                    raise out
+                common = _add_result(ptype, out)
             assert common is not None  # a list has at least one plugin
             stored = cni_result.render(common, net.cni_version)
             self._cache.write(dataclasses.replace(entry, result=stored))
@@ -281,13 +315,7 @@ class CNIManager:
             # prevResult on DEL came with 0.4.0; older plugins would reject the unknown key.
             prev = cni_result.render(cni_result.normalize(target.result), net.cni_version)
         inv = Invocation("DEL", container_id, netns, DEFAULT_IFNAME, cni_args(target.cni_args))
-        errors: list[PluginError] = []
-        for plugin in reversed(net.plugins):
-            try:
-                run_plugin(net, plugin, inv, self._plugin_dirs, self._cfg.plugin_timeout, prev, target.capability_args)
-            except PluginError as exc:
-                errors.append(exc)
-        return errors
+        return failures(self._run(net, net.plugins[::-1], inv, prev, target.capability_args, keep_going=True))
 
     def _cached_target(self, entry: CacheEntry) -> _Target | None:
         """A DEL target from a cache entry; None (and the entry dropped) when it is unusable."""
@@ -354,13 +382,8 @@ class CNIManager:
                 raise FailedPrecondition(f"CNI ADD of {_pod_label(att)} to network {net.name!r} never completed")
             prev = cni_result.render(target.result, net.cni_version)
             inv = Invocation("CHECK", att.pod_id, att.netns_path, DEFAULT_IFNAME, cni_args(target.cni_args))
-            for plugin in net.plugins:
-                try:
-                    run_plugin(
-                        net, plugin, inv, self._plugin_dirs, self._cfg.plugin_timeout, prev, target.capability_args
-                    )
-                except PluginError as exc:
-                    raise to_crio_error(exc, f"CNI CHECK of {_pod_label(att)} on network {net.name!r}") from exc
+            for exc in failures(self._run(net, net.plugins, inv, prev, target.capability_args)):
+                raise to_crio_error(exc, f"CNI CHECK of {_pod_label(att)} on network {net.name!r}") from exc
 
     def cached_result(self, pod_id: str) -> AttachmentResult | None:
         """The pod's last ADD result from the cache (survives restarts); None when there is none."""
@@ -399,15 +422,6 @@ class CNIManager:
         if net is None or not net.supports_gc:
             return
         attachments = [{"containerID": cid, "ifname": ifname} for cid, ifname in sorted(keep)]
-        for plugin in net.plugins:
-            try:
-                run_plugin(
-                    net,
-                    plugin,
-                    Invocation("GC"),
-                    self._plugin_dirs,
-                    self._cfg.plugin_timeout,
-                    extra={"cni.dev/valid-attachments": attachments},
-                )
-            except PluginError as exc:
-                log.warning("CNI GC failed", extra={"network": net.name, "error": exc.describe()})
+        extra = {"cni.dev/valid-attachments": attachments}
+        for exc in failures(self._run(net, net.plugins, Invocation("GC"), extra=extra, keep_going=True)):
+            log.warning("CNI GC failed", extra={"network": net.name, "error": exc.describe()})

@@ -370,3 +370,68 @@ def test_udp_conntrack_entries_for_host_ports_are_flushed() -> None:
             pytest.skip("no connection tracking for loopback UDP here")
         portmap.flush_udp_conntrack({port}, 4)
         assert list(ct.dump_entries(tuple_orig=match)) == []
+
+
+def test_the_daemon_s_list_request_chains_results_in_one_long_lived_worker(
+    plugin_dir: str, network: Network, tmp_path: Path
+) -> None:
+    from crio_py.network.plugin_service import PluginService
+
+    service = PluginService(tmp_path / "svc.sock", tmp_path / "svc.log")
+    portmap = {
+        "cniVersion": "1.0.0",
+        "name": network.name,
+        "type": "portmap",
+        "capabilities": {"portMappings": True},
+        "runtimeConfig": {"portMappings": [{"hostPort": 40000 + random.randrange(20000), "containerPort": 80}]},
+    }
+
+    def env(command: str, cid: str, ns: str) -> dict[str, str]:
+        return {"CNI_COMMAND": command, "CNI_CONTAINERID": cid, "CNI_NETNS": ns, "CNI_IFNAME": "eth0",
+                "CNI_PATH": plugin_dir, "PATH": os.environ["PATH"]}  # fmt: skip
+
+    def add(ns: str) -> tuple[str, list]:
+        cid = _cid()
+        steps = [("bridge", network.bridge_conf()), ("portmap", portmap)]
+        return cid, service.run_list(env("ADD", cid, ns), steps, chain=True, keep_going=False, timeout=60) or []
+
+    try:
+        namespaces = [network.netns() for _ in range(4)]
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            added = list(pool.map(add, namespaces))
+        assert service.pid is not None
+        workers = Path(f"/proc/{service.pid}/task/{service.pid}/children").read_text().split()
+        assert len(workers) == 1  # one worker served the four lists, each in a thread of its own
+        ips = set()
+        for ns, (_, outcomes) in zip(namespaces, added, strict=True):
+            assert [o.rc for o in outcomes] == [0, 0], outcomes
+            bridge_result = json.loads(outcomes[0].stdout)
+            # portmap got bridge's result as prevResult and passes it on unchanged.
+            assert json.loads(outcomes[1].stdout) == bridge_result
+            ip = bridge_result["ips"][0]["address"]
+            assert netns_addrs(ns) == [ip]
+            ips.add(ip)
+        assert len(ips) == 4
+        assert any(cid in rule for rule in network.nat_rules() for cid, _ in added[:1])
+
+        # A failing plugin ends an ADD list: portmap never runs.
+        bad = {**network.bridge_conf(), "ipam": {"type": "no-such-ipam"}}
+        cid = _cid()
+        failed = service.run_list(env("ADD", cid, network.netns()), [("bridge", bad), ("portmap", portmap)],
+                                  chain=True, keep_going=False, timeout=60)  # fmt: skip
+        assert failed is not None and len(failed) == 1 and failed[0].rc != 0, (tmp_path / "svc.log").read_text()
+        assert "no-such-ipam" in json.loads(failed[0].stdout)["msg"]
+
+        for ns, (cid, outcomes) in zip(namespaces, added, strict=True):
+            prev = json.loads(outcomes[1].stdout)
+            steps = [
+                ("portmap", {**portmap, "prevResult": prev}),
+                ("bridge", {**network.bridge_conf(), "prevResult": prev}),
+            ]
+            deleted = service.run_list(env("DEL", cid, ns), steps, chain=False, keep_going=True, timeout=60)
+            assert deleted is not None and [o.rc for o in deleted] == [0, 0], deleted
+        _assert_clean(network)
+        assert Path(f"/proc/{service.pid}/task/{service.pid}/children").read_text().split() == workers
+    finally:
+        service.stop()
+    assert not (tmp_path / "svc.sock").exists()

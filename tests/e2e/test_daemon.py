@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import sys
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -165,12 +166,30 @@ def test_image_rpcs_answer_for_the_local_pause_image(daemon: DaemonHandle) -> No
     assert fs.image_filesystems[0].fs_id.mountpoint.endswith("/layers")
 
 
-def test_the_cni_plugin_service_goes_when_the_daemon_dies(daemon: DaemonHandle) -> None:
+def _service_children(daemon: DaemonHandle) -> list[int]:
     assert daemon.proc is not None
     children = Path(f"/proc/{daemon.proc.pid}/task/{daemon.proc.pid}/children").read_text().split()
-    services = [int(p) for p in children if b"cni_plugins.service" in Path(f"/proc/{p}/cmdline").read_bytes()]
+    return [int(p) for p in children if b"cni_plugins.service" in Path(f"/proc/{p}/cmdline").read_bytes()]
+
+
+def test_no_cni_plugin_service_without_a_network_of_ours(daemon: DaemonHandle) -> None:
+    # The test's conf dir is empty: nothing would ever ask the service.
+    daemon.runtime.Status(pb.StatusRequest())
+    assert _service_children(daemon) == []
+
+
+def test_the_cni_plugin_service_goes_when_the_daemon_dies(daemon_handle: DaemonHandle, workdir: Path) -> None:
+    ours = workdir / "cni-bin"
+    subprocess.run([sys.executable, "-m", "cni_plugins.install", str(ours)], check=True)
+    daemon_handle.config["cni"]["plugin_dirs"] = [str(ours)]
+    conflist = {"cniVersion": "1.0.0", "name": "svc", "plugins": [{"type": "loopback"}]}
+    (Path(daemon_handle.config["cni"]["conf_dir"]) / "10-svc.conflist").write_text(json.dumps(conflist))
+    daemon_handle.start()
+    services = _service_children(daemon_handle)
     assert len(services) == 1
-    daemon.kill()
+    conditions = {c.type: c for c in daemon_handle.runtime.Status(pb.StatusRequest()).status.conditions}
+    assert conditions["NetworkReady"].status is True, conditions["NetworkReady"].message
+    daemon_handle.kill()
     deadline = time.monotonic() + 15  # it notices its owner is gone within its 5 s poll
     while process_alive(services[0]) and time.monotonic() < deadline:
         time.sleep(0.1)
