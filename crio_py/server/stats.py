@@ -28,6 +28,7 @@ from crio_py.stats import (
     NetworkSample,
     PodSample,
     StatsCollector,
+    cadvisor,
 )
 
 
@@ -111,6 +112,13 @@ class StatsHandlers:
         return Counter(p.cgroup_parent for p in self.sandboxes.list())
 
     def _pod_stats(self, pod: Sandbox, parent_users: Counter[str], layers_dir: str) -> pb.PodSandboxStats:
+        sample, containers = self._pod_samples(pod, parent_users)
+        return _pod_pb(pod, sample, [_container_pb(c, cs, layers_dir) for c, cs in containers])
+
+    def _pod_samples(
+        self, pod: Sandbox, parent_users: Counter[str]
+    ) -> tuple[PodSample, list[tuple[Container, ContainerSample]]]:
+        """The pod's totals and network, and a sample of each of its running containers."""
         ready = self.sandboxes.state(pod) == pb.SANDBOX_READY
         running = [c for c in self.containers.in_pod(pod.id) if c.phase == RUNNING]
         if not pod.cgroup_parent:
@@ -125,9 +133,50 @@ class StatsHandlers:
             )
             paths = ([pause] if ready else []) + [c.cgroups_path for c in running]
         sample = self.stats.pod(pod.id, paths, pod.pid if ready and not pod.host_network else None)
-        return _pod_pb(
-            pod, sample, [_container_pb(c, self.stats.container(c.id, c.cgroups_path), layers_dir) for c in running]
-        )
+        return sample, [(c, self.stats.container(c.id, c.cgroups_path)) for c in running]
+
+    # ---- cAdvisor metrics (kubelet's PodAndContainerStatsFromCRI) ---------------------------
+
+    def ListMetricDescriptors(
+        self, request: pb.ListMetricDescriptorsRequest, context: Any
+    ) -> pb.ListMetricDescriptorsResponse:
+        return pb.ListMetricDescriptorsResponse(descriptors=cadvisor.descriptors())
+
+    def ListPodSandboxMetrics(
+        self, request: pb.ListPodSandboxMetricsRequest, context: Any
+    ) -> pb.ListPodSandboxMetricsResponse:
+        return pb.ListPodSandboxMetricsResponse(pod_metrics=self._pod_metrics())
+
+    def StreamPodSandboxMetrics(self, request: pb.StreamPodSandboxMetricsRequest, context: Any) -> Iterator[Any]:
+        items = self._pod_metrics()
+        for start in range(0, len(items), STREAM_CHUNK):
+            yield pb.StreamPodSandboxMetricsResponse(pod_sandbox_metrics=items[start : start + STREAM_CHUNK])
+
+    def _pod_metrics(self) -> list[pb.PodSandboxMetrics]:
+        users, device = self._parent_users(), self._containers_dir()
+        out = []
+        for pod in self.sandboxes.list():
+            sample, containers = self._pod_samples(pod, users)
+            meta = pod.config.metadata
+            out.append(
+                pb.PodSandboxMetrics(
+                    pod_sandbox_id=pod.id,
+                    metrics=cadvisor.pod_metrics([meta.name, meta.namespace, "", pod.id, ""], sample),
+                    container_metrics=[
+                        pb.ContainerMetrics(
+                            container_id=c.id,
+                            metrics=cadvisor.container_metrics(
+                                [meta.name, meta.namespace, c.config.metadata.name, c.id, c.image_name],
+                                cs,
+                                sample.at_ns,
+                                device,
+                            ),
+                        )
+                        for c, cs in containers
+                    ],
+                )
+            )
+        return out
 
 
 # ---- messages ---------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ class MemorySample:
     page_faults: int
     major_page_faults: int
     available_bytes: int | None  # None without a limit
+    limit_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -140,4 +141,5 @@ def _memory(paths: list[str], now: int) -> MemorySample | None:
         page_faults=sum(s.page_faults for s in found),
         major_page_faults=sum(s.major_page_faults for s in found),
         available_bytes=max(limit - working_set, 0) if limit is not None else None,
+        limit_bytes=limit,
     )

@@ -16,6 +16,10 @@ class InterfaceUsage:
     rx_errors: int
     tx_bytes: int
     tx_errors: int
+    rx_packets: int = 0
+    rx_dropped: int = 0
+    tx_packets: int = 0
+    tx_dropped: int = 0
 
 
 def parse_net_dev(text: str) -> list[InterfaceUsage]:
@@ -25,10 +29,14 @@ def parse_net_dev(text: str) -> list[InterfaceUsage]:
         name, sep, counters = line.partition(":")
         name = name.strip()
         fields = counters.split()
-        if not sep or name == "lo" or len(fields) < 11:
+        if not sep or name == "lo" or len(fields) < 12:
             continue
         # receive: bytes packets errs drop fifo frame compressed multicast; transmit: bytes packets errs ...
-        out.append(InterfaceUsage(name, int(fields[0]), int(fields[2]), int(fields[8]), int(fields[10])))
+        rx_bytes, rx_packets, rx_errors, rx_dropped = (int(f) for f in fields[0:4])
+        tx_bytes, tx_packets, tx_errors, tx_dropped = (int(f) for f in fields[8:12])
+        out.append(InterfaceUsage(
+            name, rx_bytes, rx_errors, tx_bytes, tx_errors, rx_packets, rx_dropped, tx_packets, tx_dropped
+        ))
     return out
 
 

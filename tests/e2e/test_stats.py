@@ -78,6 +78,25 @@ def test_memory_held_shows_in_the_working_set(pod: Pod) -> None:
     assert totals.memory.working_set_bytes.value >= 64 * MiB
     assert totals.process.process_count.value == 2
     assert [c.attributes.id for c in totals.containers] == [cid]
+    # The same figures as cAdvisor series, for kubelet's PodAndContainerStatsFromCRI.
+    runtime = pod.daemon.runtime
+    keys = {d.name: list(d.label_keys) for d in runtime.ListMetricDescriptors(
+        pb.ListMetricDescriptorsRequest()).descriptors}
+    [metrics] = [m for m in runtime.ListPodSandboxMetrics(pb.ListPodSandboxMetricsRequest()).pod_metrics
+                 if m.pod_sandbox_id == pod.id]
+    [ctr_metrics] = metrics.container_metrics
+    assert ctr_metrics.container_id == cid
+    series = {m.name: m for m in ctr_metrics.metrics}
+    for m in [*ctr_metrics.metrics, *metrics.metrics]:
+        assert len(m.label_values) == len(keys[m.name]), m
+    ws = series["container_memory_working_set_bytes"]
+    assert ws.value.value >= 64 * MiB and ws.metric_type == pb.GAUGE
+    assert dict(zip(keys[ws.name], ws.label_values, strict=True)) == {
+        "pod": pod.config.metadata.name, "namespace": "e2e", "container": "holder", "id": cid, "image": pod.image}
+    assert series["container_spec_memory_limit_bytes"].value.value == limit
+    streamed = [m.pod_sandbox_id for r in runtime.StreamPodSandboxMetrics(pb.StreamPodSandboxMetricsRequest())
+                for m in r.pod_sandbox_metrics]
+    assert streamed == [pod.id]
 
 
 def test_list_filters_unknown_ids_and_containers_exiting_mid_list(pod: Pod) -> None:

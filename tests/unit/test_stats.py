@@ -147,9 +147,9 @@ def test_parse_net_dev_skips_loopback() -> None:
         "Inter-|   Receive                          |  Transmit\n"
         " face |bytes packets errs drop fifo frame compressed multicast|bytes packets errs drop fifo colls ...\n"
         "    lo:     840 10 0 0 0 0 0 0    840 10 0 0 0 0 0 0\n"
-        "  eth0:  123456 100 2 0 0 0 0 0  65432 90 1 0 0 0 0 0\n"
+        "  eth0:  123456 100 2 3 0 0 0 0  65432 90 1 4 0 0 0 0\n"
     )
-    assert parse_net_dev(text) == [InterfaceUsage("eth0", 123456, 2, 65432, 1)]
+    assert parse_net_dev(text) == [InterfaceUsage("eth0", 123456, 2, 65432, 1, 100, 3, 90, 4)]
 
 
 def test_pod_network_through_a_live_process() -> None:
@@ -174,3 +174,24 @@ def test_writable_layers_come_from_the_last_sweep(tmp_path: Path) -> None:
     missing = layers.get("c2")
     assert missing is not None and (missing.used_bytes, missing.inodes) == (0, 0)
     assert forgotten == [{"c1", "c2"}]
+
+
+def test_cadvisor_series_carry_one_value_per_label_key(v2: Path) -> None:
+    from crio_py.stats import cadvisor
+
+    _v2_cgroup(v2, "/pods/p1", 3_000_000, limit=str(128 * MiB))
+    _v2_cgroup(v2, "/pods/p1/crio-py-c1", 2_000_000, limit=str(128 * MiB))
+    collector = _collector()
+    keys = {d.name: list(d.label_keys) for d in cadvisor.descriptors()}
+    assert keys["container_memory_working_set_bytes"] == ["pod", "namespace", "container", "id", "image"]
+    pod = collector.pod("p1", ["/pods/p1"], pause_pid=os.getpid())
+    series = cadvisor.pod_metrics(["web", "default", "", "p1", ""], pod)
+    ctr = collector.container("c1", "/pods/p1/crio-py-c1")
+    series += cadvisor.container_metrics(["web", "default", "app", "c1", "busybox"], ctr, pod.at_ns, "/var/lib/x")
+    by_name: dict[str, list[int]] = {}
+    for m in series:
+        assert m.name in keys and len(m.label_values) == len(keys[m.name]), m
+        by_name.setdefault(m.name, []).append(m.value.value)
+    assert by_name["container_memory_working_set_bytes"] == [64 * MiB, 64 * MiB]
+    assert by_name["container_spec_memory_limit_bytes"] == [128 * MiB]
+    assert by_name["container_processes"] == [3]
