@@ -45,9 +45,11 @@ def has_dns(dns: pb.DNSConfig) -> bool:
 
 
 def write_pod_files(pod_dir: Path, hostname: str, dns: pb.DNSConfig, ips: list[str]) -> None:
-    """Write hostname, hosts and resolv.conf (the host's when the pod gives no DNS config)."""
+    """Write hostname, hosts and resolv.conf (the host's when the pod gives no DNS config).
+
+    They live under the run root, gone at reboot with the pod's processes: never fsynced."""
     pod_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
-    write_atomic(pod_dir / "hostname", (hostname + "\n").encode(), mode=0o644)
+    write_atomic(pod_dir / "hostname", (hostname + "\n").encode(), mode=0o644, durable=False)
     write_hosts(pod_dir, hostname, ips)
     if has_dns(dns):
         resolv = render_resolv_conf(dns).encode()
@@ -56,9 +58,9 @@ def write_pod_files(pod_dir: Path, hostname: str, dns: pb.DNSConfig, ips: list[s
             resolv = HOST_RESOLV_CONF.read_bytes()
         except FileNotFoundError:
             resolv = b""
-    write_atomic(pod_dir / "resolv.conf", resolv, mode=0o644)
+    write_atomic(pod_dir / "resolv.conf", resolv, mode=0o644, durable=False)
 
 
 def write_hosts(pod_dir: Path, hostname: str, ips: list[str]) -> None:
     """(Re)write the pod's /etc/hosts, e.g. once CNI has given the pod its IPs."""
-    write_atomic(pod_dir / "hosts", render_hosts(hostname, ips).encode(), mode=0o644)
+    write_atomic(pod_dir / "hosts", render_hosts(hostname, ips).encode(), mode=0o644, durable=False)

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
+from crio_py import state
 from crio_py.errors import AlreadyExists, InvalidArgument, NotFound
-from crio_py.state import IdIndex, NameRegistry, RecordStore, new_id
+from crio_py.state import IdIndex, NameRegistry, RecordStore, new_id, write_atomic
 
 
 def test_records_round_trip_and_delete(tmp_path: Path) -> None:
@@ -44,6 +46,25 @@ def test_records_are_private(tmp_path: Path) -> None:
     store.write("images", "x", {})
     assert (tmp_path / "state" / "images" / "x.json").stat().st_mode & 0o777 == 0o600
     assert json.loads((tmp_path / "state" / "images" / "x.json").read_text()) == {}
+
+
+def test_records_are_fsynced_and_run_root_files_are_not(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(state.os, "fsync", fsync)
+    RecordStore(tmp_path).write("pods", "p1", {"id": "p1"})
+    assert len(synced) == 2  # the temp file, then the directory holding the renamed record
+    assert synced[1] == str(tmp_path / "state" / "pods")
+    synced.clear()
+    write_atomic(tmp_path / "hosts", b"127.0.0.1 localhost\n", durable=False)
+    assert synced == []
+    assert (tmp_path / "hosts").read_bytes() == b"127.0.0.1 localhost\n"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
 def test_ids_are_64_hex() -> None:
