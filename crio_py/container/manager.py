@@ -395,6 +395,9 @@ class ContainerManager:
         if not self._is_running(ctr) and ctr.phase != CREATED:
             raise FailedPrecondition(f"container {ctr.id} is not running")
         self._runtime(ctr).update(ctr.id, linux_resources(resources, f"container {ctr.id}", ctr.cgroups_path))
+        with ctr.lock:  # ContainerStatus reports the limits in force (kubelet compares them for in-place resize)
+            ctr.config.linux.resources.CopyFrom(resources)
+            self._store.write(KIND, ctr.id, ctr.to_record())
 
     def reopen_log(self, ctr: Container) -> None:
         if not self._is_running(ctr):

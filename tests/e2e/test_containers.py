@@ -69,6 +69,10 @@ def test_update_container_resources_changes_the_cgroup(pod: Pod) -> None:
     pod.daemon.runtime.UpdateContainerResources(pb.UpdateContainerResourcesRequest(
         container_id=cid, linux=pb.LinuxContainerResources(memory_limit_in_bytes=128 * 1024 * 1024)))
     assert int(limit_file.read_text()) == 128 * 1024 * 1024
+    # ContainerStatus tells the limits in force, also after a daemon restart (the record keeps them).
+    assert pod.status(cid).resources.linux.memory_limit_in_bytes == 128 * 1024 * 1024
+    pod.daemon.restart()
+    assert pod.status(cid).resources.linux.memory_limit_in_bytes == 128 * 1024 * 1024
 
 
 def test_container_joins_the_pause_namespaces(pod: Pod) -> None:
