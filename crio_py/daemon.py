@@ -29,7 +29,7 @@ from crio_py.sandbox import SandboxManager
 from crio_py.server.grpc_server import CRIServer
 from crio_py.server.image_service import ImageService
 from crio_py.server.runtime_service import RuntimeService
-from crio_py.server.stats import writable_layers
+from crio_py.server.stats import containers_by_state, pods_by_state, writable_layers
 from crio_py.server.streaming import StreamingBackend
 from crio_py.state import RecordStore
 from crio_py.stats import StatsCollector
@@ -121,6 +121,7 @@ class Daemon:
         containers, sandboxes = self.containers, self.sandboxes
         self.stats = StatsCollector(lambda: writable_layers(containers), lambda: [p.id for p in sandboxes.list()])
         self.stats.start()
+        metrics.set_state_sources(lambda: containers_by_state(containers), lambda: pods_by_state(sandboxes))
         # Before the RPCs: Exec/Attach/PortForward answer with URLs on its port.
         self.streaming = StreamingServer(StreamingBackend(self.containers, self.sandboxes, monitors), cfg.streaming)
         self.streaming.start()

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from crio_py import cgroups, spec
+from crio_py import cgroups, metrics, spec
 from crio_py.config import Config
 from crio_py.container.model import CREATED, CREATING, EXITED, RUNNING, UNKNOWN, Container, reserved_name
 from crio_py.cri import api_pb2 as pb
@@ -373,6 +373,8 @@ class ContainerManager:
             ctr.finished_at_ns = at_ns or time.time_ns()
             ctr.phase = phase
             self._store.write(KIND, ctr.id, ctr.to_record())
+        if reason == "OOMKilled":
+            metrics.CONTAINERS_OOM.inc()
         log.info("container exited", extra={"container_id": ctr.id, "exit_code": code, "reason": reason})
 
     def _is_running(self, ctr: Container) -> bool:

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from crio_py import metrics
 from crio_py.config import Config, RegistriesConfig
 from crio_py.errors import CrioError, FailedPrecondition, Internal, InvalidArgument, NotFound, Unavailable
 from crio_py.image.model import AuthConfig, DirUsage, FsUsage, ImageRecord, user_of
@@ -140,9 +141,15 @@ class ImageManager:
             pull_lock = self._pull_locks.setdefault(str(ref), threading.Lock())
         with pull_lock:
             try:
-                return self._pull_or_local_pause(ref, ref_text, auth)
+                image = self._pull_or_local_pause(ref, ref_text, auth)
+            except CrioError as exc:
+                metrics.IMAGE_PULL_FAILURES.labels(exc.code).inc()
+                raise
             except OSError as exc:  # the store's disk: full, read-only, not ours to write
+                metrics.IMAGE_PULL_FAILURES.labels(Internal.code).inc()
                 raise Internal(f"image {ref}: cannot write the image store: {exc}") from None
+        metrics.IMAGE_PULL_SUCCESSES.inc()
+        return image
 
     def _pull_or_local_pause(self, ref: Reference, ref_text: str, auth: AuthConfig | None) -> ImageRecord:
         try:
@@ -254,6 +261,7 @@ class ImageManager:
     def _ensure_layer(self, session: registry.RegistrySession, desc: dict[str, Any], diff_id: str, chain: str) -> None:
         with self.layers.lock(chain):
             if self.layers.has(chain):
+                metrics.IMAGE_LAYERS_REUSED.inc()
                 return
             started = time.monotonic()
             try:
@@ -262,6 +270,7 @@ class ImageManager:
                     self.layers.add(chain, diff_id, blob)
             except OSError as exc:
                 raise Internal(f"layer {desc['digest']}: {exc}") from None
+            metrics.IMAGE_PULL_BYTES.inc(int(desc["size"]))
             log.debug("layer unpacked", extra={"chain_id": chain, "seconds": round(time.monotonic() - started, 3)})
 
     def _commit(

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from crio_py import metrics
 from crio_py.errors import CrioError
 
 log = logging.getLogger(__name__)
@@ -346,6 +347,8 @@ class MonitorClient:
         with self._lock(pod_id):
             if monitor.alive():
                 return monitor
+            if (monitor.directory / MONITOR_LOG).exists():  # it ran before: this is a restart
+                metrics.MONITOR_RESTARTS.inc()
             self._start(monitor)
         return monitor
 

@@ -37,6 +37,18 @@ def writable_layers(containers: ContainerManager) -> dict[str, Path]:
     return {c.id: Path(c.bundle) / "upper" for c in containers.list() if c.bundle}
 
 
+def containers_by_state(containers: ContainerManager) -> Counter[str]:
+    """Container count per phase (created, running, exited...), for crio_py_containers."""
+    return Counter(c.phase for c in containers.list())
+
+
+def pods_by_state(sandboxes: SandboxManager) -> Counter[str]:
+    """Pod count per state (ready, notready), for crio_py_pods."""
+    return Counter(
+        "ready" if sandboxes.state(p) == pb.SANDBOX_READY else "notready" for p in sandboxes.list()
+    )
+
+
 class StatsHandlers:
     containers: ContainerManager
     sandboxes: SandboxManager

@@ -7,13 +7,17 @@ import time
 from pathlib import Path
 
 import grpc
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from crio_py.cri import api_pb2 as pb
+from tests.e2e.conftest import BUSYBOX_REPO
 from tests.e2e.test_pod_network import network, pod_info, tcp_server_in  # noqa: F401 (network is a fixture)
 from tests.support.cri import nsenter, pod_config
 from tests.support.daemon import DaemonHandle
 from tests.support.pods import Pod
+from tests.support.registry import Registry
 
 pytestmark = pytest.mark.e2e
 MiB = 1024 * 1024
@@ -189,7 +193,54 @@ def test_pod_network_stats_grow_with_traffic_between_two_pods(
     assert after_a.timestamp > before_a.timestamp
     # Two pods share the test's cgroup parent: each pod's totals are its own pause process.
     assert pod_stats(daemon_handle, a).linux.process.process_count.value == 1
+    # Each plugin's time is in the metrics (our plugin service runs the chain as one request).
+    adds = {dict(labels)["plugin"]: value for (name, labels), value in scrape(daemon_handle).items()
+            if name == "crio_py_cni_plugin_latency_seconds_count" and dict(labels)["command"] == "ADD"}
+    assert adds in ({"bridge": 2, "portmap": 2}, {"bridge+portmap": 2}), adds
     # A stopped pod (netns gone) still has an entry, without network figures.
     daemon_handle.runtime.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=a))
     stopped = pod_stats(daemon_handle, a)
     assert stopped.attributes.id == a and not stopped.linux.HasField("network")
+
+
+def scrape(daemon: DaemonHandle) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of the metrics endpoint: (name, sorted labels) -> value."""
+    url = f"http://127.0.0.1:{daemon.config['metrics']['port']}/metrics"
+    text = httpx.get(url, timeout=10).text
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_metrics_scrape_shows_pulls_pods_containers_and_oom_kills_moving(
+    daemon: DaemonHandle, registry: Registry, cgroup_parent: str, tmp_path: Path
+) -> None:
+    ref = f"{registry.host}/{BUSYBOX_REPO}:latest"
+    pod = Pod(daemon, ref, pod_config(cgroup_parent=cgroup_parent, log_directory=str(tmp_path / "logs")))
+    before = scrape(daemon)  # the pause image is in by now
+    daemon.images.PullImage(pb.PullImageRequest(image=pb.ImageSpec(image=ref)), timeout=120)
+    daemon.images.PullImage(pb.PullImageRequest(image=pb.ImageSpec(image=ref)), timeout=120)
+    with pytest.raises(grpc.RpcError):
+        daemon.images.PullImage(pb.PullImageRequest(image=pb.ImageSpec(image=f"{registry.host}/no/such:1")))
+    pod.run("sleeper", "sleep", "300")
+    # busybox tail keeps a line without a newline whole: 64 MiB of zeros in 16 MiB is an OOM kill.
+    hog = pod.run("hog", "sh", "-c", "head -c 67108864 /dev/zero | tail",
+                  resources=pb.LinuxContainerResources(memory_limit_in_bytes=16 * MiB))
+    assert pod.wait_exit(hog).reason == "OOMKilled"
+    after = scrape(daemon)
+
+    def moved(name: str, **labels: str) -> float:
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    assert moved("crio_py_image_pulls_success_total") == 2
+    assert moved("crio_py_image_pulls_failure_total", reason="NOT_FOUND") == 1
+    assert moved("crio_py_image_pulls_bytes_total") > 500_000  # busybox, compressed
+    assert moved("crio_py_image_layer_reuse_total") >= 1  # the second pull fetched nothing
+    assert moved("crio_py_containers_oom_total") == 1
+    assert after[("crio_py_pods", (("state", "ready"),))] == 1
+    assert after[("crio_py_containers", (("state", "running"),))] == 1
+    assert after[("crio_py_containers", (("state", "exited"),))] == 1
+    assert moved("crio_py_operations_total", operation="CreateContainer") == 2
