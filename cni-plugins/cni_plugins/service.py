@@ -8,10 +8,11 @@ Two kinds of request arrive on one SOCK_SEQPACKET socket:
   for one command in one message, answered with every plugin's exit code and output. For ADD
   each plugin gets the previous one's result as ``prevResult``, as libcni passes it.
 
-The parent imports everything, then forks long-lived workers that share the listening socket
-and serve each connection in a thread of its own: a plugin enters a container's netns with
+Each connection is served in a thread of its own: a plugin enters a container's netns with
 setns, which moves only the calling thread, and the thread ends with the request, so nothing a
-request changes outlives it. The parent replaces a worker that dies.
+request changes outlives it. By default one process does it all (crio-py restarts it should it
+die); ``--workers N`` forks N such workers after the imports, sharing the listening socket, and
+replaces any that dies.
 
 Run: ``python -m cni_plugins.service --socket /run/crio-py/cni-plugins.sock``.
 """
@@ -32,6 +33,7 @@ import struct
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from cni_plugins import plugins, skel
@@ -135,7 +137,7 @@ def serve_one(conn: socket.socket) -> None:
 
 
 class Worker:
-    """One long-lived worker process: accepts connections and serves each in a thread."""
+    """Accepts connections and serves each in a thread (in the service or a forked worker)."""
 
     def __init__(self, listener: socket.socket) -> None:
         self.listener = listener
@@ -153,7 +155,30 @@ class Worker:
             with self.lock:
                 self.inflight.discard(threading.current_thread())
 
+    def serve(self, alive: Callable[[], bool]) -> None:
+        """Accept until _Stop is raised (by a signal handler) or ``alive()`` turns false."""
+        while alive():
+            ready, _, _ = select.select([self.listener], [], [], 5.0)
+            if not ready:
+                continue
+            try:
+                conn, _ = self.listener.accept()
+            except BlockingIOError:  # another worker took it
+                continue
+            conn.setblocking(True)
+            thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+            with self.lock:
+                self.inflight.add(thread)
+            thread.start()
+
+    def finish(self) -> None:
+        """Wait for the requests already taken."""
+        for thread in list(self.inflight):
+            thread.join()
+
     def run(self, parent: int) -> None:
+        """The body of a forked worker process."""
+
         def on_term(signum: int, frame: Any) -> None:
             with self.lock:
                 idle = not self.inflight
@@ -169,19 +194,11 @@ class Worker:
         if os.getppid() != parent:
             return
         plugins.warm_up()
-        try:
-            while True:
-                conn, _ = self.listener.accept()
-                thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
-                with self.lock:
-                    self.inflight.add(thread)
-                thread.start()
-        except _Stop:
-            pass
+        with contextlib.suppress(_Stop):
+            self.serve(lambda: True)
         # Stopping: requests already taken finish; the listener stays with the parent.
         self.listener.close()
-        for thread in list(self.inflight):
-            thread.join()
+        self.finish()
 
 
 class Service:
@@ -189,7 +206,7 @@ class Service:
 
     def __init__(self, path: str, workers: int) -> None:
         self.path = path
-        self.pool_size = max(1, workers)
+        self.pool_size = max(0, workers)
         self.workers: set[int] = set()
         self.listener = self._listen(path)
         self.parent = os.getpid()
@@ -217,6 +234,8 @@ class Service:
         finally:
             os.umask(old)
         sock.listen(128)
+        # Non-blocking: every worker wakes for a connection, the ones that lose the race go on.
+        sock.setblocking(False)
         return sock
 
     def _spawn(self) -> None:
@@ -250,6 +269,9 @@ class Service:
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
+        if self.pool_size == 0:
+            self._serve_here()
+            return
         # Wake the loop when a worker exits so that it is replaced at once.
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wake_w)
@@ -269,6 +291,17 @@ class Service:
             pass
         finally:
             self.close()
+
+    def _serve_here(self) -> None:
+        worker = Worker(self.listener)
+        try:
+            with contextlib.suppress(_Stop):
+                worker.serve(lambda: os.getppid() == self.owner)
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+            self.listener.close()
+            worker.finish()
 
     def close(self) -> None:
         """Stop the workers (requests they took finish first), remove the socket."""
@@ -296,7 +329,9 @@ def main(argv: list[str] | None = None) -> int:
     """Command line: ``python -m cni_plugins.service [--socket PATH] [--workers N]``."""
     parser = argparse.ArgumentParser(prog="cni_plugins.service", description=__doc__.splitlines()[0])
     parser.add_argument("--socket", default=os.environ.get(SOCKET_ENV, DEFAULT_SOCKET), help="unix socket to serve")
-    parser.add_argument("--workers", type=int, default=1, help="worker processes (each serves many requests at once)")
+    parser.add_argument(
+        "--workers", type=int, default=0, help="forked worker processes; 0 (default): serve in this one process"
+    )
     opts = parser.parse_args(argv)
     plugins.preload()
     plugins.warm_up()
