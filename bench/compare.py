@@ -18,9 +18,10 @@ Then it drives both with the same code, alternating between them sample by sampl
 pod lifecycle step by step (quiet, and with a CPU hog it starts itself), 20 pods started at
 once, memory with 10 and 30 pods (daemon, and per-pod helpers: monitors or shims; containers'
 own processes excluded), cold and warm pulls, ExecSync round trips, List/Status calls with 30
-pods. It prints one table (ratio = crio-py / containerd; below 1 is ours faster or smaller)
-and removes everything it started. The machine's load average is printed next to the figures:
-on a shared machine, compare only figures of one run. It never fails on a ratio.
+pods, Exec over SPDY and WebSocket, port-forward throughput next to a direct connection. It
+prints one table (ratio = crio-py / containerd; below 1 is ours faster or smaller) and removes
+everything it started. The machine's load average is printed next to the figures: on a shared
+machine, compare only figures of one run. It never fails on a ratio.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import platform
 import random
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -58,6 +60,12 @@ from tests.support.cri import kill_cgroup_processes_and_remove  # noqa: E402
 from tests.support.daemon import cleanup_workdir, new_daemon  # noqa: E402
 from tests.support.oci_images import Layer, busybox_layer, push_image, tar_of_entries  # noqa: E402
 from tests.support.registry import LAYER_TAR, Registry  # noqa: E402
+from tests.support.streaming import (  # noqa: E402
+    direct_echo_seconds,
+    exec_round_trip,
+    forward_echo_seconds,
+    wait_until,
+)
 
 REFERENCE_CNI = "/usr/lib/cni"
 BUSYBOX = "bench/busybox:1"
@@ -66,6 +74,7 @@ PULLED = "bench/pull:1"
 # The container of every pod: stops on SIGTERM at once (sh as PID 1 runs its trap during wait).
 COMMAND = ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"]
 RPC_TIMEOUT = 300
+ECHO_PORT = 5000
 
 
 @dataclass(frozen=True)
@@ -83,10 +92,11 @@ class Sizes:
     calls: int
     pull_layers: int
     pull_layer_mb: float
+    forward_mib: int = 32
 
 
 FULL = Sizes(30, 15, 20, 2, 10, 30, 5, 50, 50, 3, 4)
-QUICK = Sizes(3, 2, 3, 1, 2, 3, 1, 5, 5, 1, 0.5)
+QUICK = Sizes(3, 2, 3, 1, 2, 3, 1, 5, 5, 1, 0.5, 4)
 
 
 def pct(values: list[float], p: float) -> float:
@@ -477,6 +487,26 @@ class Driver:
         rt.StartContainer(pb.StartContainerRequest(container_id=cid), timeout=RPC_TIMEOUT)
         return pid, cid
 
+    def streaming_pod(self) -> tuple[str, str, str]:
+        """A pod with a running container and an echo server on ECHO_PORT: (pod id, container id, pod IP)."""
+        rt = self.r.rt
+        config = self.pod_config()
+        pid = rt.RunPodSandbox(pb.RunPodSandboxRequest(config=config), timeout=RPC_TIMEOUT).pod_sandbox_id
+        self.r.pods.append(pid)
+        ids = []
+        for name, command in (("work", COMMAND), ("echo", ["nc", "-ll", "-p", str(ECHO_PORT), "-e", "cat"])):
+            ctr = self.container_config()
+            ctr.metadata.name, ctr.log_path = name, f"{name}.log"
+            ctr.command[:] = command
+            req = pb.CreateContainerRequest(pod_sandbox_id=pid, config=ctr, sandbox_config=config)
+            ids.append(rt.CreateContainer(req, timeout=RPC_TIMEOUT).container_id)
+            rt.StartContainer(pb.StartContainerRequest(container_id=ids[-1]), timeout=RPC_TIMEOUT)
+        listening = f":{ECHO_PORT:04X}".encode()
+        probe = pb.ExecSyncRequest(container_id=ids[1], cmd=["cat", "/proc/net/tcp", "/proc/net/tcp6"], timeout=10)
+        wait_until(lambda: listening in rt.ExecSync(probe, timeout=RPC_TIMEOUT).stdout, 30, "the echo server")
+        status = rt.PodSandboxStatus(pb.PodSandboxStatusRequest(pod_sandbox_id=pid), timeout=RPC_TIMEOUT).status
+        return pid, ids[0], status.network.ip
+
     def remove_pod(self, pid: str) -> None:
         """Stop and remove a pod and its containers, as kubelet does."""
         rt = self.r.rt
@@ -726,6 +756,8 @@ def measure(ours: Driver, theirs: Driver, sizes: Sizes, table: Table, notes: dic
         for d in drivers:
             d.remove_all()
 
+    streaming_rows(drivers, sizes, table, notes)
+
     with phase("pulls", notes):
         pulls: dict[str, list[list[float]]] = {"cold": [[], []], "warm": [[], []]}
         for i in range(sizes.pulls):
@@ -745,6 +777,35 @@ def measure(ours: Driver, theirs: Driver, sizes: Sizes, table: Table, notes: dic
             statistics.median(pulls[kind][1]) * 1000,
             f"{sizes.pull_layers} x {sizes.pull_layer_mb:g} MB" if kind == "cold" else "",
         )
+
+
+def streaming_rows(drivers: list[Driver], sizes: Sizes, table: Table, notes: dict[str, str]) -> None:
+    """Exec of true over SPDY and WebSocket (next to ExecSync); port-forward next to a direct connection."""
+    with phase("streaming", notes):
+        pods = [d.streaming_pod() for d in drivers]
+        for transport in ("spdy", "websocket"):
+            samples = interleaved(
+                drivers, sizes.execs, lambda d, t=transport: exec_round_trip(d.r.rt, pods[drivers.index(d)][1], t)
+            )
+            note = "the RPC, the upgrade, the streams, the status"
+            table.add_samples(f"Exec true over {transport}", samples[0], samples[1], note)
+        size = sizes.forward_mib * 2**20
+
+        def forwarded(d: Driver) -> float:
+            request = pb.PortForwardRequest(pod_sandbox_id=pods[drivers.index(d)][0])
+            return size / forward_echo_seconds(d.r.rt.PortForward(request).url, ECHO_PORT, size) / 2**20
+
+        def direct(d: Driver) -> float:
+            ip = pods[drivers.index(d)][2]
+            return size / direct_echo_seconds(lambda: socket.create_connection((ip, ECHO_PORT)), size) / 2**20
+
+        note = f"echo of {sizes.forward_mib} MiB (SPDY client in Python), best of 3"
+        for name, fn in (("port-forward", forwarded), ("direct to the pod IP", direct)):
+            rates = interleaved(drivers, 3, fn)
+            table.raw[name] = {"crio-py": rates[0], "containerd": rates[1]}
+            table.add(name, "MiB/s", max(rates[0]), max(rates[1]), note)
+        for d in drivers:
+            d.remove_all()
 
 
 def publish_images(registry: Registry, sizes: Sizes) -> None:

@@ -306,7 +306,6 @@ class SpdySession:
             if frame.id % 2 == 1:  # the peer's ping: answer it; our own (even) pings need nothing
                 self.send(frame)
         elif isinstance(frame, spdy.GoAway):
-            self.closed_by_peer = True
             self._goaway_sent = True  # the peer is going away: no point telling it
             self.ended.set()
             self._end()

@@ -71,9 +71,9 @@ def test_exec_spdy_older_protocol_reports_failure_as_text(daemon: DaemonHandle, 
 
 @pytest.mark.parametrize("protocol", ["v5.channel.k8s.io", "v4.channel.k8s.io", "v4.base64.channel.k8s.io"])
 def test_exec_websocket_output_and_exit_codes(daemon: DaemonHandle, sleeper: str, protocol: str) -> None:
-    out, err, status = ws_exec(exec_url(daemon, sleeper, "sh", "-c", "echo out; echo err >&2"), protocol=protocol)
+    out, err, status = ws_exec(exec_url(daemon, sleeper, "sh", "-c", "echo out; echo err >&2"), protocols=(protocol,))
     assert (out, err, status) == (b"out\n", b"err\n", {"metadata": {}, "status": "Success"})
-    out, _, status = ws_exec(exec_url(daemon, sleeper, "sh", "-c", "echo three; exit 3"), protocol=protocol)
+    out, _, status = ws_exec(exec_url(daemon, sleeper, "sh", "-c", "echo three; exit 3"), protocols=(protocol,))
     assert out == b"three\n"
     assert isinstance(status, dict)
     assert status["details"] == {"causes": [{"reason": "ExitCode", "message": "3"}]}

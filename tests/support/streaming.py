@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import os
 import socket
 import threading
 import time
@@ -28,6 +29,7 @@ from wsproto.events import (
     TextMessage,
 )
 
+from crio_py.cri import api_pb2 as pb
 from crio_py.streaming import spdy
 
 TIMEOUT = 30.0
@@ -364,17 +366,19 @@ class WsClient(_Waitable):
 
 
 def ws_exec(
-    url: str, stdin: bytes | None = None, protocol: str = "v5.channel.k8s.io"
+    url: str, stdin: bytes | None = None, protocols: tuple[str, ...] = ("v5.channel.k8s.io",)
 ) -> tuple[bytes, bytes, dict[str, object] | bytes]:
     """Run a remote command over WebSocket channels: stdout, stderr, and the status (JSON for v4/v5)."""
-    client = WsClient(url, [protocol])
+    client = WsClient(url, list(protocols))
     try:
+        if client.rejected is not None:
+            raise ConnectionError(f"WebSocket upgrade refused with {client.rejected}: {client.reject_body!r}")
         if stdin is not None:
             client.send(0, stdin)
             client.send_raw(bytes([255, 0]))  # v5: the end of stdin
         client.wait_closed()
         raw = client.channel(3)
-        status = json.loads(raw) if raw and ("v4" in protocol or "v5" in protocol) else raw
+        status = json.loads(raw) if raw and (client.protocol or "").startswith(("v4.", "v5.")) else raw
         return client.channel(1), client.channel(2), status
     finally:
         client.close()
@@ -387,3 +391,77 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.05)
+
+
+# ---- timings for the benches ------------------------------------------------------------------
+
+
+def exec_round_trip(runtime: object, container_id: str, transport: str) -> float:
+    """Seconds for Exec of ``true`` from the RPC to its status, over "spdy" or "websocket"."""
+    t0 = time.perf_counter()
+    request = pb.ExecRequest(container_id=container_id, cmd=["true"], stdout=True, stderr=True)
+    url = runtime.Exec(request, timeout=30).url  # type: ignore[attr-defined]
+    if transport == "spdy":
+        _, _, status = spdy_exec(url)
+    else:  # v5 where the server has it (containerd 1.6 stops at v4)
+        _, _, status = ws_exec(url, protocols=("v5.channel.k8s.io", "v4.channel.k8s.io"))
+    elapsed = time.perf_counter() - t0
+    if not isinstance(status, dict) or status.get("status") != "Success":
+        raise RuntimeError(f"exec of true over {transport} ended with {status!r}")
+    return elapsed
+
+
+def _echo(
+    send: Callable[[bytes], None], finish: Callable[[], None], receive: Callable[[int], bytes], size: int
+) -> None:
+    block = os.urandom(256 * 1024)
+
+    def writer() -> None:
+        for _ in range(size // len(block)):
+            send(block)
+        finish()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    got = 0
+    while got < size:
+        chunk = receive(size - got)
+        if not chunk:
+            raise ConnectionError(f"echo ended after {got} of {size} bytes")
+        got += len(chunk)
+    thread.join()
+
+
+def forward_echo_seconds(url: str, port: int, size: int, websocket: bool = False) -> float:
+    """Seconds to send ``size`` bytes to an echo server through port-forward and read them back."""
+    client = SpdyClient(url, ["portforward.k8s.io"], websocket=websocket)
+    try:
+        t0 = time.perf_counter()
+        headers = {"port": str(port), "requestID": "0"}
+        client.open({"streamType": "error", **headers}).close()
+        data = client.open({"streamType": "data", **headers})
+        consumed = 0
+
+        def receive(_n: int) -> bytes:
+            nonlocal consumed
+            data.wait_for_data(lambda d: len(d) > consumed)
+            with client.cond:
+                chunk = bytes(data.data[consumed:])
+                consumed += len(chunk)
+            return chunk
+
+        _echo(data.write, data.close, receive, size)
+        return time.perf_counter() - t0
+    finally:
+        client.close()
+
+
+def direct_echo_seconds(connect: Callable[[], socket.socket], size: int) -> float:
+    """The same through a plain TCP connection made by ``connect`` (into the pod, no streaming server)."""
+    sock = connect()
+    try:
+        t0 = time.perf_counter()
+        _echo(sock.sendall, lambda: sock.shutdown(socket.SHUT_WR), lambda n: sock.recv(min(n, 1 << 20)), size)
+        return time.perf_counter() - t0
+    finally:
+        sock.close()

@@ -57,6 +57,8 @@ def test_runtime_handlers_are_added(tmp_path: Path) -> None:
         ("registries:\n  insecure: notalist\n", "c.yaml:registries.insecure: expected a list"),
         ("- a\n- b\n", "c.yaml:: expected a mapping"),
         ("cgroup_manager: both\n", "c.yaml:cgroup_manager: must be cgroupfs or systemd"),
+        ("streaming:\n  token_ttl: 0\n", "c.yaml:streaming.token_ttl: must be positive"),
+        ("streaming:\n  tls_cert: /c.pem\n", "c.yaml:streaming.tls_cert: tls_cert and tls_key go together"),
     ],
 )
 def test_mistakes_name_file_and_key(tmp_path: Path, text: str, expected: str) -> None:
