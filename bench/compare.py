@@ -922,7 +922,19 @@ def main() -> int:
     if opts.json:
         opts.json.write_text(
             json.dumps(
-                {"machine": info, "sizes": sizes.__dict__, "phases": notes, "rows": table.rows, "samples": table.raw},
+                {
+                    "machine": info,
+                    "sizes": sizes.__dict__,
+                    "phases": notes,
+                    "rows": table.rows,
+                    "samples": table.raw,
+                    # What the run made (and removed): for a smoke test to check nothing is left.
+                    "made": {
+                        "work": str(work),
+                        "bridges": [r.bridge for r in runtimes],
+                        "cgroup_parents": [r.cgroup_parent for r in runtimes],
+                    },
+                },
                 indent=1,
             )
         )

@@ -5,7 +5,8 @@
 RUNTIME_DEBS=(runc conmon containernetworking-plugins catatonit iptables iproute2 util-linux
               ca-certificates python3 python3-venv python3-dev)
 # What the test suite adds: a real registry and image tools, busybox to build test images.
-TEST_DEBS=(docker-registry skopeo umoci apache2-utils procps)
+# containerd: bench/compare.py measures against it (its --quick form runs with the tests).
+TEST_DEBS=(docker-registry skopeo umoci apache2-utils procps containerd)
 
 need_root() {
     if [ "$(id -u)" != 0 ]; then

@@ -9,6 +9,7 @@ import concurrent.futures
 import json
 import os
 import random
+import signal
 import socket
 import subprocess
 import sys
@@ -433,6 +434,22 @@ def test_the_daemon_s_list_request_chains_results_in_one_long_lived_process(
             assert deleted is not None and [o.rc for o in deleted] == [0, 0], deleted
         _assert_clean(network)
         assert service.pid == pid and Path(f"/proc/{pid}/task/{pid}/children").read_text().split() == []
+
+        # Killed, the service is started again by the next request.
+        os.kill(pid, signal.SIGKILL)
+        while True:  # until its socket refuses (a request racing the death gets TRY_AGAIN_LATER)
+            with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as probe:
+                try:
+                    probe.connect(str(tmp_path / "svc.sock"))
+                except ConnectionRefusedError:
+                    break
+            time.sleep(0.01)
+        version = {"CNI_COMMAND": "VERSION", "CNI_PATH": plugin_dir}
+        again = service.run_list(
+            version, [("loopback", {"cniVersion": "1.0.0"})], chain=False, keep_going=False, timeout=60
+        )
+        assert again is not None and again[0].rc == 0 and json.loads(again[0].stdout)["supportedVersions"]
+        assert service.pid not in (None, pid)
     finally:
         service.stop()
     assert not (tmp_path / "svc.sock").exists()
