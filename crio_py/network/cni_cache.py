@@ -81,15 +81,17 @@ class ResultCache:
         return self.dir / f"{network}-{container_id}-{ifname}"
 
     def write(self, entry: CacheEntry) -> None:
-        """Store ``entry`` (replacing any previous one); OSError when the disk says no."""
+        """Store ``entry`` (replacing any previous one); OSError when the disk says no.
+
+        Renamed into place, not fsynced (libcni does not either): a crash of the daemon keeps
+        it, and a power loss takes the attachment's netns with it; the records are what must
+        survive that."""
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         target = self.path(entry.network, entry.container_id, entry.ifname)
         fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".tmp-")
         try:
             with os.fdopen(fd, "w") as f:
                 json.dump(entry.to_json(), f)
-                f.flush()
-                os.fsync(f.fileno())
             os.replace(tmp, target)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
