@@ -50,6 +50,9 @@ class ImageManager:
         self.layers = LayerStore(root)
         self._configs = root / "images"
         self._configs.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # ImageFsInfo names it as the containers' filesystem before the first container exists:
+        # kubelet looks its device up (cAdvisor) and fails its image GC and eviction on a missing path.
+        (root / "containers").mkdir(exist_ok=True)
         self._images: dict[str, ImageRecord] = {}
         self._lock = threading.RLock()
         self._pull_locks: dict[str, threading.Lock] = {}

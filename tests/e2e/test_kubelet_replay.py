@@ -24,6 +24,7 @@ status it observed, or a probe result it got.
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
 import time
@@ -299,6 +300,11 @@ def test_pod_with_resources_hooks_and_probes_sharing_localhost(replay: Replay) -
     assert replay.exec("web", "cat", "/tmp/poststart").stdout == b"started\n"
     assert replay.exec("client", "wget", "-qO-", "http://127.0.0.1:8080/").stdout == b"hello-from-web\n"
     assert web.resources.linux.memory_limit_in_bytes == 64 << 20
+    # kubelet's pod-level cgroup (cgroupsPerQOS) is the parent: the pod's limits hold every container
+    info = replay.daemon.runtime.ContainerStatus(pb.ContainerStatusRequest(container_id=web.id, verbose=True)).info
+    pod_cgroup = replay.substitute(load("duo")["up"][0]["request"]["config"]["linux"]["cgroup_parent"])
+    assert pod_cgroup.startswith(f"{replay.cgroup_parent}/kubepods/burstable/pod")
+    assert json.loads(info["info"])["cgroupsPath"].startswith(pod_cgroup + "/")
     replay.run(data["down"])
     assert_nothing_left(replay)
 
@@ -366,3 +372,14 @@ def test_graceful_termination_runs_prestop_and_waits_for_the_trap(replay: Replay
     log = Path(trap.log_path).read_text()
     assert "got TERM" in log and "bye" in log
     assert_nothing_left(replay)
+
+
+def test_image_filesystem_has_a_capacity_for_kubelets_image_gc(replay: Replay) -> None:
+    """kubelet's image GC reads the capacity of ImageFsInfo's mountpoint (through cAdvisor, by
+    device): it must be a directory on a real filesystem, else "invalid capacity 0 on image
+    filesystem" and no image GC. The containers' one exists before the first container."""
+    resp = replay.daemon.images.ImageFsInfo(pb.ImageFsInfoRequest())
+    for fs in [*resp.image_filesystems, *resp.container_filesystems]:
+        stat = os.statvfs(fs.fs_id.mountpoint)
+        assert stat.f_blocks * stat.f_frsize > 0
+    assert resp.image_filesystems[0].used_bytes.value > 0  # busybox is pulled
