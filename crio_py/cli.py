@@ -46,6 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("version", help="print the version")
     status = sub.add_parser("status", help="ask the running daemon for its version and conditions")
     status.add_argument("--timeout", type=float, default=5.0)
+    trace_cmd = sub.add_parser("trace", help="where the start-up of a pod (and its containers) or a container went")
+    trace_cmd.add_argument("id", help="pod or container id, or a unique prefix")
     client_commands.add_commands(sub)
     return parser
 
@@ -90,6 +92,10 @@ def main(argv: list[str] | None = None) -> int:
         from crio_py.client.status import print_status
 
         return print_status(cfg.listen, ns.timeout)
+    if command == "trace":
+        from crio_py.trace import print_trace
+
+        return print_trace(Path(cfg.run_root) / "traces", ns.id)
     if command in client_commands.COMMANDS:
         return client_commands.run(command, ns, cfg.listen)
     return _run_daemon(cfg, sources)

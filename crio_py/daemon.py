@@ -19,7 +19,7 @@ from typing import Any
 
 from crio_py import config as config_mod
 from crio_py import log as log_mod
-from crio_py import metrics
+from crio_py import metrics, trace
 from crio_py.config import Config, ConfigSources
 from crio_py.container import ContainerManager
 from crio_py.image import ImageManager
@@ -121,6 +121,7 @@ class Daemon:
         containers, sandboxes = self.containers, self.sandboxes
         self.stats = StatsCollector(lambda: writable_layers(containers), lambda: [p.id for p in sandboxes.list()])
         self.stats.start()
+        trace.keep_traces(Path(cfg.run_root) / "traces")
         metrics.set_state_sources(lambda: containers_by_state(containers), lambda: pods_by_state(sandboxes))
         # Before the RPCs: Exec/Attach/PortForward answer with URLs on its port.
         self.streaming = StreamingServer(StreamingBackend(self.containers, self.sandboxes, monitors), cfg.streaming)

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from crio_py import cgroups, metrics, spec
+from crio_py import cgroups, metrics, spec, trace
 from crio_py.config import Config
 from crio_py.container.model import CREATED, CREATING, EXITED, RUNNING, UNKNOWN, Container, reserved_name
 from crio_py.cri import api_pb2 as pb
@@ -133,6 +133,7 @@ class ContainerManager:
         pod = self._sandboxes.get(pod_id)
         if self._sandboxes.state(pod) != pb.SANDBOX_READY:
             raise FailedPrecondition(f"pod sandbox {pod.id} is not ready: cannot create containers in it")
+        trace.mark("image lookup")
         image = self._images.find(config.image.image)
         if image is None:
             raise NotFound(f"image {config.image.image!r} not found: pull it first")
@@ -156,12 +157,15 @@ class ContainerManager:
             cfg.cgroup_manager, pod.cgroup_parent, cgroups.CONTAINER_PREFIX, ctr.id
         )
         ctx = {"container_id": ctr.id, "pod_id": pod.id, "container": config.metadata.name}
+        trace.owner(ctr.id, pod.id)
+        trace.mark("name reservation")
         self.names.reserve(ctr.name, ctr.id)
         with UndoStack("CreateContainer", **ctx) as undo:
             undo.push("release name", lambda: self.names.release(ctr.name, ctr.id))
             self._store.write(KIND, ctr.id, ctr.to_record())
             undo.push("delete record", lambda: self._store.delete(KIND, ctr.id))
             self._create(ctr, pod, cfg, undo)
+            trace.mark("record")
             ctr.phase = CREATED
             self._store.write(KIND, ctr.id, ctr.to_record())
             undo.commit()
@@ -172,10 +176,10 @@ class ContainerManager:
         return ctr
 
     def _create(self, ctr: Container, pod: Sandbox, cfg: Config, undo: UndoStack) -> None:
-        step = "log directory"
+        step = trace.mark("log directory")
         try:
             Path(ctr.log_path).parent.mkdir(parents=True, exist_ok=True)
-            step = "rootfs"
+            step = trace.mark("rootfs")
             bundle = Path(ctr.bundle)
             bundle.mkdir(parents=True, exist_ok=True, mode=0o700)
             undo.push("bundle", lambda: shutil.rmtree(bundle, ignore_errors=True))
@@ -184,7 +188,7 @@ class ContainerManager:
             )
             undo.push("rootfs", lambda: mounts.unmount(bundle / "rootfs"))
 
-            step = "spec"
+            step = trace.mark("spec")
             image_config = self._images.image_config(ctr.image_id)
             ctr.stop_signal = _stop_signal(ctr.config, image_config)
             for created in spec.ensure_host_paths(ctr.config.mounts):
@@ -212,7 +216,7 @@ class ContainerManager:
             ctr.uid, ctr.gid = user["uid"], user["gid"]
             ctr.additional_gids = list(user.get("additionalGids") or [])
 
-            step = "runtime create"
+            step = trace.mark("runtime create")
             undo.push("runtime delete", lambda: runtime.delete(ctr.id, force=True))
             undo.push("cgroup", lambda: cgroups.remove_cgroup(ctr.cgroups_path))
             ctr.pid = self._sandboxes.create_in_monitor(
@@ -252,12 +256,15 @@ class ContainerManager:
             runtime = self._runtime(ctr)
             # Taken before the start: a quick container's recorded exit must not precede it.
             started_at = time.time_ns()
+            trace.owner(ctr.id, ctr.pod_id)
+            trace.mark("runtime start")
             try:
                 runtime.start(ctr.id)
             except Internal:
                 # The process may already be gone (e.g. exec failed): record why, then report.
                 self.refresh(ctr)
                 raise
+            trace.mark("record")
             ctr.started_at_ns = started_at
             ctr.phase = RUNNING
             self._store.write(KIND, ctr.id, ctr.to_record())

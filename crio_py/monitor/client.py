@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from crio_py import metrics
+from crio_py import metrics, trace
 from crio_py.errors import CrioError
 
 log = logging.getLogger(__name__)
@@ -349,7 +349,8 @@ class MonitorClient:
                 return monitor
             if (monitor.directory / MONITOR_LOG).exists():  # it ran before: this is a restart
                 metrics.MONITOR_RESTARTS.inc()
-            self._start(monitor)
+            with trace.span("monitor start"):
+                self._start(monitor)
         return monitor
 
     def _lock(self, pod_id: str) -> threading.Lock:

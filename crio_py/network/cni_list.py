@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from crio_py import metrics
+from crio_py import metrics, trace
 from crio_py.network.cni_config import NetworkConfigList
 from crio_py.network.cni_exec import (
     TRY_AGAIN_LATER,
@@ -95,9 +95,10 @@ class ListRunner:
             env = plugin_env(inv, plugin_dirs)
             started = time.monotonic()
             try:
-                answers = self.service.run_list(
-                    env, steps, pass_on is not None, keep_going, timeout * max(1, len(plugins))
-                )
+                with trace.span("CNI " + "+".join(p["type"] for p in plugins)):
+                    answers = self.service.run_list(
+                        env, steps, pass_on is not None, keep_going, timeout * max(1, len(plugins))
+                    )
                 # The service runs the list as one request: its time is the list's, named a+b+c.
                 metrics.CNI_PLUGIN_LATENCY.labels("+".join(p["type"] for p in plugins), inv.command).observe(
                     time.monotonic() - started
@@ -147,7 +148,8 @@ class ListRunner:
             ptype = plugin["type"]
             started = time.monotonic()
             try:
-                out = run_plugin(net, plugin, inv, plugin_dirs, timeout, prev, capability_args, extra)
+                with trace.span(f"CNI {ptype}"):
+                    out = run_plugin(net, plugin, inv, plugin_dirs, timeout, prev, capability_args, extra)
                 metrics.CNI_PLUGIN_LATENCY.labels(ptype, inv.command).observe(time.monotonic() - started)
                 if pass_on is not None:
                     prev = pass_on(ptype, out)

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from crio_py import cgroups, network, spec
+from crio_py import cgroups, network, spec, trace
 from crio_py.config import Config
 from crio_py.cri import api_pb2 as pb
 from crio_py.errors import FailedPrecondition, Internal, InvalidArgument, NotFound
@@ -181,12 +181,15 @@ class SandboxManager:
         pod.bundle = str(self._root / "containers" / pod.id)
         pod.rootfs = str(Path(pod.bundle) / "rootfs")
         ctx = {"pod_id": pod.id, "pod": f"{config.metadata.namespace}/{config.metadata.name}"}
+        trace.owner(pod.id, pod.id)
+        trace.mark("name reservation")
         self.names.reserve(pod.name, pod.id)
         with UndoStack("RunPodSandbox", **ctx) as undo:
             undo.push("release name", lambda: self.names.release(pod.name, pod.id))
             self._store.write(KIND, pod.id, pod.to_record())
             undo.push("delete record", lambda: self._store.delete(KIND, pod.id))
             self._create(pod, cfg, undo)
+            trace.mark("record")
             pod.phase = READY
             self._store.write(KIND, pod.id, pod.to_record())
             undo.commit()
@@ -197,11 +200,11 @@ class SandboxManager:
         return pod
 
     def _create(self, pod: Sandbox, cfg: Config, undo: UndoStack) -> None:
-        step = "pause image"
+        step = trace.mark("pause image")
         try:
             image = self._images.ensure_pause_image()
 
-            step = "pod files"
+            step = trace.mark("pod files")
             undo.push("pod files", lambda: shutil.rmtree(pod.pod_dir, ignore_errors=True))
             # Without a hostname the UTS namespace keeps the node's name: the files say the same.
             hostname = pod.config.hostname or os.uname().nodename
@@ -211,20 +214,20 @@ class SandboxManager:
                 undo.push("shm", lambda: mounts.unmount(Path(pod.shm_path)))
 
             if pod.netns_path:
-                step = "network namespace"
+                step = trace.mark("network namespace")
                 network.create_netns(Path(pod.netns_path).parent, pod.id)
                 undo.push("netns", lambda: network.remove_netns(Path(pod.netns_path)))
                 # lo is the runtime's own business (cheaper than exec'ing the loopback plugin).
                 network.set_loopback_up(Path(pod.netns_path))
                 if self._cni.status().ready:
-                    step = "CNI ADD"
+                    step = trace.mark("CNI ADD")
                     undo.push("CNI DEL", lambda: self._cni.teardown(self._attachment(pod)))
                     result = self._cni.setup(self._attachment(pod))
                     pod.network_attached = True
                     pod.ips = list(result.ips)
                 pod_files.write_hosts(Path(pod.pod_dir), hostname, pod.ips)
 
-            step = "pause rootfs"
+            step = trace.mark("pause rootfs")
             bundle = Path(pod.bundle)
             bundle.mkdir(parents=True, exist_ok=True, mode=0o700)
             undo.push("bundle", lambda: shutil.rmtree(bundle, ignore_errors=True))
@@ -233,7 +236,7 @@ class SandboxManager:
             )
             undo.push("pause rootfs", lambda: mounts.unmount(bundle / "rootfs"))
 
-            step = "pause spec"
+            step = trace.mark("pause spec")
             oci_spec = spec.sandbox_spec(
                 spec.SandboxSpecContext(
                     sandbox_id=pod.id,
@@ -248,13 +251,13 @@ class SandboxManager:
             )
             spec.write_spec(bundle, oci_spec)
 
-            step = "pause create"
+            step = trace.mark("pause create")
             runtime = self.runtime(pod.runtime_handler)
             undo.push("monitor", lambda: self._stop_monitor(pod.id))
             undo.push("runtime delete", lambda: runtime.delete(pod.id, force=True))
             undo.push("cgroup", lambda: cgroups.remove_cgroup(self._pause_cgroup(pod)))
             pod.pid = self.create_in_monitor(pod.id, runtime, pod.id, bundle, bundle / "pause.log")
-            step = "pause start"
+            step = trace.mark("pause start")
             runtime.start(pod.id)
         except MonitorError as exc:
             raise Internal(f"RunPodSandbox {pod.id}: {step}: {exc}") from exc

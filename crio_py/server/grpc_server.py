@@ -20,7 +20,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from crio_py import metrics
+from crio_py import metrics, trace
 from crio_py.cri import api_pb2, api_pb2_grpc
 from crio_py.errors import CrioError
 
@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 # kubelet polls these constantly; logging them at info would drown everything else.
 _QUIET = ("List", "Version", "Status", "ImageStatus", "PodSandboxStatus", "ContainerStatus", "ImageFsInfo")
 _QUIET_SUFFIXES = ("Stats", "Status", "Metrics")
+# RPCs whose steps are traced (crio_py.trace): where a pod's start-up time goes.
+_TRACED = ("RunPodSandbox", "CreateContainer", "StartContainer")
 # Request fields that identify the object an RPC acts on, for log lines.
 _ID_FIELDS = ("pod_sandbox_id", "container_id")
 # Threads serving RPCs: kubelet fans out many calls at once and a slow RunPodSandbox must not
@@ -58,7 +60,11 @@ def _wrap_unary(service: str, name: str, impl: Callable[[Any, Any], Any]) -> Cal
     def handler(request: Any, context: grpc.ServicerContext) -> Any:
         start = time.perf_counter()
         code, message = "OK", ""
+        traced: trace.Trace | None = None
         try:
+            if name in _TRACED:
+                with trace.operation(name) as traced:
+                    return impl(request, context)
             return impl(request, context)
         except CrioError as exc:
             code, message = exc.code, exc.message
@@ -72,6 +78,8 @@ def _wrap_unary(service: str, name: str, impl: Callable[[Any, Any], Any]) -> Cal
             elapsed = time.perf_counter() - start
             metrics.observe(operation, elapsed, code)
             extra = {"rpc": name, "duration_ms": round(elapsed * 1000, 3), **_request_ids(request)}
+            if traced is not None:
+                extra["steps_ms"] = traced.phases()
             if code != "OK":
                 extra.update(code=code, error=message)
                 log.log(logging.INFO if code == "NOT_FOUND" else logging.WARNING, "rpc failed", extra=extra)

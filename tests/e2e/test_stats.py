@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import subprocess
 import time
 from pathlib import Path
 
@@ -244,3 +246,42 @@ def test_metrics_scrape_shows_pulls_pods_containers_and_oom_kills_moving(
     assert after[("crio_py_containers", (("state", "running"),))] == 1
     assert after[("crio_py_containers", (("state", "exited"),))] == 1
     assert moved("crio_py_operations_total", operation="CreateContainer") == 2
+
+
+PHASE_LINE = re.compile(r"^  ( +)(.+?)\s+(\d+\.\d) ms  \|")
+
+
+def test_trace_of_a_pod_adds_up_to_its_start_up(
+    daemon: DaemonHandle, busybox: str, cgroup_parent: str, tmp_path: Path
+) -> None:
+    pod = Pod(daemon, busybox, pod_config(cgroup_parent=cgroup_parent, log_directory=str(tmp_path / "logs")))
+    # Pod() asks PodSandboxStatus after RunPodSandbox: time RunPodSandbox alone on a second pod.
+    config = pod_config(cgroup_parent=cgroup_parent)
+    t0 = time.perf_counter()
+    second = daemon.runtime.RunPodSandbox(pb.RunPodSandboxRequest(config=config), timeout=120).pod_sandbox_id
+    wall_ms = (time.perf_counter() - t0) * 1000
+    cid = pod.run("traced", "sleep", "300")
+
+    out = subprocess.run(daemon.command("trace", second[:12]), capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    phases = {}
+    for line in out.stdout.splitlines():
+        m = PHASE_LINE.match(line)
+        if m and len(m.group(1)) == 2:
+            phases[m.group(2)] = phases.get(m.group(2), 0.0) + float(m.group(3))
+    assert {"validate", "name reservation", "pause image", "network namespace", "pause rootfs",
+            "pause create", "pause start"} <= set(phases), out.stdout
+    assert sum(phases.values()) == pytest.approx(wall_ms, rel=0.10), (phases, wall_ms, out.stdout)
+    assert "monitor start" in out.stdout  # a span inside "pause create": the pod's monitor
+
+    # The first pod's trace shows its container's create and start after it.
+    whole = subprocess.run(daemon.command("trace", pod.id), capture_output=True, text=True, timeout=30).stdout
+    assert f"CreateContainer container {cid[:13]}" in whole and f"StartContainer container {cid[:13]}" in whole
+    assert "rootfs" in whole and "runtime start" in whole
+    # The RPC's closing log line has the phases; the histogram has them too.
+    assert "steps_ms=" in daemon.log_text() and "pause create" in daemon.log_text()
+    samples = scrape(daemon)
+    key = ("crio_py_startup_step_seconds_count", (("operation", "RunPodSandbox"), ("step", "pause create")))
+    assert samples[key] == 2
+    bad = subprocess.run(daemon.command("trace", "f" * 12), capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 1 and "no trace" in bad.stdout
