@@ -62,9 +62,9 @@ def test_health_service_serves(daemon: DaemonHandle) -> None:
 
 def test_unfinished_rpcs_answer_unimplemented_naming_the_rpc(daemon: DaemonHandle) -> None:
     with pytest.raises(grpc.RpcError) as err:
-        daemon.runtime.PortForward(pb.PortForwardRequest(pod_sandbox_id="x"))
+        daemon.runtime.CheckpointContainer(pb.CheckpointContainerRequest(container_id="x"))
     assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert "PortForward" in err.value.details()
+    assert "CheckpointContainer" in err.value.details()
 
 
 def test_many_concurrent_rpcs(daemon: DaemonHandle) -> None:
@@ -137,7 +137,7 @@ def test_metrics_count_the_calls(daemon: DaemonHandle) -> None:
     for _ in range(3):
         daemon.runtime.Version(pb.VersionRequest())
     with pytest.raises(grpc.RpcError):
-        daemon.runtime.Attach(pb.AttachRequest(container_id="x"))
+        daemon.runtime.Attach(pb.AttachRequest(container_id="x", stdout=True))
     url = f"http://127.0.0.1:{daemon.config['metrics']['port']}/metrics"
     text = urllib.request.urlopen(url, timeout=5).read().decode()
     counts = {
@@ -146,7 +146,7 @@ def test_metrics_count_the_calls(daemon: DaemonHandle) -> None:
         if line.startswith("crio_py_operations")
     }
     assert counts['crio_py_operations_total{operation="Version"}'] >= 3
-    assert counts['crio_py_operations_errors_total{code="UNIMPLEMENTED",operation="Attach"}'] == 1
+    assert counts['crio_py_operations_errors_total{code="NOT_FOUND",operation="Attach"}'] == 1
     assert counts['crio_py_operations_latency_seconds_count{operation="Version"}'] >= 3
     assert "process_resident_memory_bytes" in text
 
