@@ -83,7 +83,8 @@ class ClientStream:
 
     def wait_for_data(self, predicate: Callable[[bytes], bool], timeout: float = TIMEOUT) -> bytes:
         self.client.wait_for(
-            lambda: predicate(bytes(self.data)) or self.fin or self.client.closed, timeout, "stream data"
+            lambda: predicate(bytes(self.data)) or self.fin or self.client.closed, timeout,
+            f"stream data (have {bytes(self.data)[-200:]!r})",
         )
         return bytes(self.data)
 
