@@ -305,13 +305,16 @@ class OCIRuntime:
         process.setdefault("user", {"uid": 0, "gid": 0})
         return process
 
-    def exec_interactive(self, id: str, argv: list[str], tty: bool, stdin: bool) -> InteractiveExec:
+    def exec_interactive(
+        self, id: str, argv: list[str], tty: bool, stdin: bool, size: tuple[int, int] | None = None
+    ) -> InteractiveExec:
         """Start ``argv`` in a running container with its stdio on pipes, or on a terminal with ``tty``.
 
         For a terminal, runc gets one end of a pty of ours as its stdio and relays it to the
         container's own console (which it sets up through its internal console socket), forwarding
         SIGWINCH as a resize; staying in the foreground it hands back the exit code, which a
-        detached ``runc exec --console-socket`` could not without a subreaper.
+        detached ``runc exec --console-socket`` could not without a subreaper. ``size`` is the
+        terminal's (width, height) from the start.
         """
         process = self._exec_spec(id, argv, tty)
         tmp = Path(tempfile.mkdtemp(prefix="crio-py-exec-"))
@@ -324,6 +327,8 @@ class OCIRuntime:
                 master, slave = os.openpty()
                 # Ours only relays: the container's own console does echo and line discipline.
                 tty_mod.setraw(slave)
+                if size:
+                    fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", size[1], size[0], 0, 0))
                 try:
                     proc = subprocess.Popen(cmd, stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
                 finally:

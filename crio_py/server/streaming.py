@@ -89,10 +89,10 @@ class StreamingBackend:
             raise FailedPrecondition(f"container {ctr.id} is not running ({ctr.phase})")
         return ctr
 
-    def exec(self, request: ExecRequest) -> ExecProcess:
+    def exec(self, request: ExecRequest, size: tuple[int, int] | None) -> ExecProcess:
         ctr = self._container(request.container_id)
         runtime = self.sandboxes.runtime(ctr.runtime_handler)
-        return runtime.exec_interactive(ctr.id, request.cmd, request.tty, request.stdin)
+        return runtime.exec_interactive(ctr.id, request.cmd, request.tty, request.stdin, size)
 
     def attach(self, container_id: str) -> socket.socket:
         ctr = self._container(container_id)

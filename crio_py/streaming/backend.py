@@ -55,8 +55,8 @@ class ExecProcess(Protocol):
 
 
 class Backend(Protocol):
-    def exec(self, request: ExecRequest) -> ExecProcess:
-        """Start the command; a CrioError (with a message for the user) when it cannot start."""
+    def exec(self, request: ExecRequest, size: tuple[int, int] | None) -> ExecProcess:
+        """Start the command (with a terminal of ``size`` (width, height) if asked); CrioError if it cannot."""
         ...
 
     def attach(self, container_id: str) -> socket.socket:

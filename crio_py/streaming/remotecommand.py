@@ -29,6 +29,8 @@ DRAIN_AFTER_EXIT = 1.0
 ATTACH_PACKET = 32 * 1024
 STDOUT_TAG, STDERR_TAG = 2, 3
 MAX_RESIZE_BUFFER = 4096
+# How long a terminal exec waits for the client's first terminal size before starting without it.
+FIRST_SIZE_WAIT = 0.3
 
 
 class InChannel(Protocol):
@@ -123,16 +125,35 @@ async def _apply_resizes(channel: InChannel, apply: Callable[[int, int], Any]) -
         await apply(width, height)
 
 
+async def _queue_resizes(channel: InChannel, queue: asyncio.Queue[tuple[int, int]]) -> None:
+    async for size in resizes(channel):
+        queue.put_nowait(size)
+
+
+async def _apply_queued(queue: asyncio.Queue[tuple[int, int]], apply: Callable[[int, int], Any]) -> None:
+    while True:
+        await apply(*await queue.get())
+
+
 async def run_exec(backend: Backend, request: ExecRequest, streams: Streams, executor: Executor) -> None:
     """Run the command with the client's streams; the process is killed if this is cancelled."""
     loop = asyncio.get_running_loop()
+    tasks: list[asyncio.Task[None]] = []
+    sizes: asyncio.Queue[tuple[int, int]] = asyncio.Queue()
+    size = None
+    if streams.resize is not None and request.tty:
+        tasks.append(asyncio.create_task(_queue_resizes(streams.resize, sizes)))
+        # Clients send the terminal's size right after opening their streams: starting with it
+        # spares the command a resize before its first line (a shell reading `stty size`).
+        with contextlib.suppress(TimeoutError):
+            size = await asyncio.wait_for(sizes.get(), FIRST_SIZE_WAIT)
     try:
-        proc = await loop.run_in_executor(executor, backend.exec, request)
+        proc = await loop.run_in_executor(executor, backend.exec, request, size)
     except CrioError as exc:
+        await _cancel(tasks)
         await send_status(streams, status(message=exc.message))
         return
     exited = False
-    tasks: list[asyncio.Task[None]] = []
     try:
         for fd in (proc.stdout, proc.stderr):
             if fd is not None:
@@ -143,12 +164,9 @@ async def run_exec(backend: Backend, request: ExecRequest, streams: Streams, exe
         tasks.extend(outputs)
         if streams.stdin is not None and proc.stdin is not None:
             tasks.append(asyncio.create_task(_copy_in(streams.stdin, proc, executor)))
-        if streams.resize is not None:
-            tasks.append(
-                asyncio.create_task(
-                    _apply_resizes(streams.resize, lambda w, h: loop.run_in_executor(executor, proc.resize, w, h))
-                )
-            )
+        if streams.resize is not None and request.tty:
+            resize = lambda w, h: loop.run_in_executor(executor, proc.resize, w, h)  # noqa: E731
+            tasks.append(asyncio.create_task(_apply_queued(sizes, resize)))
         await fdio.wait_exit(proc.pid)
         code = await loop.run_in_executor(executor, proc.wait)
         exited = True
@@ -157,13 +175,17 @@ async def run_exec(backend: Backend, request: ExecRequest, streams: Streams, exe
         log.info("exec finished", extra={"container_id": request.container_id, "exit_code": code})
         await send_status(streams, status(code, cmd=request.cmd))
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await _cancel(tasks)
         if not exited:
             log.info("exec client gone: killing the process", extra={"container_id": request.container_id})
             await loop.run_in_executor(executor, proc.kill)
         proc.close()
+
+
+async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def _copy_in(channel: InChannel, proc: Any, executor: Executor) -> None:

@@ -321,7 +321,7 @@ class StreamingServer:
                     self.backend, item.pod_id, self._executor, self.config.stream_creation_timeout
                 )
                 try:
-                    await SpdySession(TunnelTransport(ws, self._idle()), forward.on_stream).run()
+                    await SpdySession(TunnelTransport(ws), forward.on_stream, self._idle()).run()
                 finally:
                     forward.close()
                 return

@@ -20,7 +20,7 @@ import logging
 from collections.abc import Callable
 
 from crio_py.streaming import spdy
-from crio_py.streaming.transport import ByteTransport
+from crio_py.streaming.transport import ByteTransport, IdleWatch
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +158,7 @@ class SpdySession:
     ):
         self.transport = transport
         self.on_stream = on_stream
-        self.idle_timeout = idle_timeout
+        self._idle = IdleWatch(idle_timeout, self._on_idle)
         self.max_streams = max_streams
         self.streams: dict[int, SpdyStream] = {}
         self.closed = False
@@ -178,6 +178,7 @@ class SpdySession:
         """Queue one frame (header blocks are compressed here, so in sending order)."""
         if not self.closed:
             self.transport.write(self._encoder.encode(frame))
+            self._idle.touch()
 
     async def drain(self) -> None:
         try:
@@ -229,16 +230,13 @@ class SpdySession:
     async def run(self) -> None:
         """Read and dispatch frames until the connection ends."""
         self.send(spdy.Settings({spdy.SETTINGS_INITIAL_WINDOW_SIZE: RECEIVE_WINDOW}))
+        self._idle.start()
         try:
             while not self.closed:
-                try:
-                    data = await asyncio.wait_for(self.transport.read(READ_SIZE), self.idle_timeout)
-                except TimeoutError:
-                    log.info("streaming connection idle: closing", extra={"idle_seconds": self.idle_timeout})
-                    self.goaway()
-                    break
+                data = await self.transport.read(READ_SIZE)
                 if not data:
                     break
+                self._idle.touch()
                 try:
                     frames = self._decoder.feed(data)
                 except spdy.ProtocolError as exc:
@@ -250,8 +248,13 @@ class SpdySession:
                     if self.closed:
                         break
         finally:
+            self._idle.stop()
             self.ended.set()
             self._end()
+
+    def _on_idle(self) -> None:
+        self.goaway()
+        self._end()
 
     async def _dispatch(self, frame: spdy.Frame) -> None:
         if isinstance(frame, spdy.DataFrame):

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import time
+from collections.abc import Callable
 from typing import Protocol
+
+log = logging.getLogger(__name__)
 
 
 class ByteTransport(Protocol):
@@ -62,3 +67,31 @@ class StreamTransport:
 
     def close(self) -> None:
         self._writer.close()
+
+
+class IdleWatch:
+    """Calls ``on_idle`` once nothing moved for ``timeout`` seconds: one timer per connection, not one per read."""
+
+    def __init__(self, timeout: float | None, on_idle: Callable[[], None]):
+        self.timeout = timeout
+        self._on_idle = on_idle
+        self._active_at = time.monotonic()
+        self._task: asyncio.Task[None] | None = None
+
+    def touch(self) -> None:
+        self._active_at = time.monotonic()
+
+    def start(self) -> None:
+        if self.timeout:
+            self.touch()
+            self._task = asyncio.create_task(self._watch(self.timeout))
+
+    async def _watch(self, timeout: float) -> None:
+        while (remaining := self._active_at + timeout - time.monotonic()) > 0:
+            await asyncio.sleep(remaining)
+        log.info("streaming connection idle: closing", extra={"idle_seconds": timeout})
+        self._on_idle()
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()

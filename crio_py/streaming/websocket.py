@@ -30,6 +30,7 @@ from wsproto.events import Request as WSRequest
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from crio_py.streaming.http import Request
+from crio_py.streaming.transport import IdleWatch
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +100,8 @@ class WebSocket:
             ws.receive_data(request.rest)
         return cls(reader, writer, ws, chosen)
 
-    async def receive(self, timeout: float | None = None) -> bytes | str | None:
-        """The next whole message; None once the connection ended (close, EOF, error, idle timeout)."""
+    async def receive(self) -> bytes | str | None:
+        """The next whole message; None once the connection ended (close, EOF, error)."""
         while not self.closed:
             for event in self._ws.events():
                 message = self._handle(event)
@@ -109,11 +110,7 @@ class WebSocket:
             if self.closed:
                 break
             try:
-                data = await asyncio.wait_for(self._reader.read(READ_SIZE), timeout)
-            except TimeoutError:
-                log.info("streaming connection idle: closing", extra={"idle_seconds": timeout})
-                await self.close()
-                return None
+                data = await self._reader.read(READ_SIZE)
             except (ConnectionError, OSError):
                 data = b""
             if not data:
@@ -158,6 +155,13 @@ class WebSocket:
             raise ConnectionResetError("the WebSocket connection is closed")
         self._send(BytesMessage(data=message) if isinstance(message, bytes) else TextMessage(data=message))
         await self._writer.drain()
+
+    def abort(self, code: int = 1001) -> None:
+        """Send a close frame and close the connection now (no waiting: for the idle timer)."""
+        if not self._writer.is_closing():
+            self._send(CloseConnection(code=code))
+        self.closed = True
+        self._writer.close()
 
     async def close(self, code: int = NORMAL_CLOSURE, reason: str = "") -> None:
         """Send a close frame (once) and close the connection."""
@@ -215,12 +219,13 @@ class ChannelConnection:
         self.binary = "base64" not in ws.protocol
         self.close_signal = ws.protocol.startswith("v5.")
         self.readers = {channel: ChannelReader() for channel in readable}
-        self.idle_timeout = idle_timeout
+        self._idle = IdleWatch(idle_timeout, ws.abort)
 
     def writer(self, channel: int) -> ChannelWriter:
         return ChannelWriter(self, channel)
 
     async def send(self, channel: int, data: bytes) -> None:
+        self._idle.touch()
         if self.binary:
             await self.ws.send(bytes([channel]) + data)
         else:
@@ -228,11 +233,13 @@ class ChannelConnection:
 
     async def run(self) -> None:
         """Dispatch the client's messages until the connection ends; then every reader sees its end."""
+        self._idle.start()
         try:
             while True:
-                message = await self.ws.receive(self.idle_timeout)
+                message = await self.ws.receive()
                 if message is None:
                     break
+                self._idle.touch()
                 if isinstance(message, str):
                     if self.binary or not message:
                         continue
@@ -254,6 +261,7 @@ class ChannelConnection:
                 if reader is not None:
                     await reader.put(data)
         finally:
+            self._idle.stop()
             for reader in self.readers.values():
                 reader.end()
 
@@ -261,14 +269,13 @@ class ChannelConnection:
 class TunnelTransport:
     """A SPDY session's byte stream carried in binary WebSocket messages (``SPDY/3.1+portforward.k8s.io``)."""
 
-    def __init__(self, ws: WebSocket, idle_timeout: float | None = None):
+    def __init__(self, ws: WebSocket):
         self._ws = ws
         self._pending = b""
-        self._idle_timeout = idle_timeout
 
     async def read(self, n: int) -> bytes:
         while not self._pending:
-            message = await self._ws.receive(self._idle_timeout)
+            message = await self._ws.receive()
             if message is None:
                 return b""
             if isinstance(message, bytes):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -102,7 +103,13 @@ def test_exec_tty_and_resize_spdy(daemon: DaemonHandle, sleeper: str) -> None:
         stdin.write(b"tty; stty size\n")
         stdout.wait_for_data(lambda d: b"45 123" in d)
         resize.write(json.dumps({"Width": 80, "Height": 20}).encode())
-        stdin.write(b"stty size; exit 3\n")
+        # A later resize races the next command line (runc passes it on at its SIGWINCH): ask again.
+        for _ in range(20):
+            stdin.write(b"stty size\n")
+            with contextlib.suppress(TimeoutError):
+                stdout.wait_for_data(lambda d: b"20 80" in d, timeout=1)
+                break
+        stdin.write(b"exit 3\n")
         out = stdout.read_all()
         assert b"/dev/pts/" in out and b"20 80" in out
         status = json.loads(error.read_all())

@@ -111,6 +111,7 @@ class FakeTransport:
 
     def close(self) -> None:
         self.closed = True
+        self.incoming.put_nowait(b"")  # as a closed socket: the pending read ends
 
 
 class Peer:
