@@ -87,8 +87,9 @@ class Daemon:
         lock = SocketLock(Path(self.config.listen))
         lock.acquire()
         try:
-            self._startup()
+            # Before the sockets answer: a stop asked for during start-up is honoured once it is done.
             self._install_signal_handlers()
+            self._startup()
             log.info(
                 "crio-py serving",
                 extra={"socket": self.config.listen, "root": self.config.root, "pid": os.getpid()},
