@@ -30,7 +30,7 @@ ATTACH_PACKET = 32 * 1024
 STDOUT_TAG, STDERR_TAG = 2, 3
 MAX_RESIZE_BUFFER = 4096
 # How long a terminal exec waits for the client's first terminal size before starting without it.
-FIRST_SIZE_WAIT = 0.3
+FIRST_SIZE_WAIT = 1.0
 
 
 class InChannel(Protocol):
