@@ -143,7 +143,6 @@ class Worker:
         self.listener = listener
         self.inflight: set[threading.Thread] = set()
         self.lock = threading.Lock()
-        self.stopping = False
 
     def _serve(self, conn: socket.socket) -> None:
         try:
