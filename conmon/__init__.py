@@ -22,6 +22,14 @@ Every reply has ``"ok"``; a refusal is ``{"ok": false, "error": "<message>"}``.
 
 ``{"op": "ping"}``
     -> ``{"ok": true, "pid": <monitor pid>, "pod_id": "<id>"}``
+``{"op": "version"}``
+    -> ``{"ok": true, "version": 2, "features": ["create", "ping", ...]}``: the ops this monitor
+    serves (a monitor older than "version" answers "unknown op"; it serves version 1's ops).
+``{"op": "subscribe"}``
+    -> ``{"ok": true, "pid", "pod_id", "exits": {"<id>": <exit record>}}`` (the exits recorded so
+    far), then, on the same connection, one line per later container exit, the moment it is
+    reaped and its exit file written: ``{"event": "exit", "id": "<id>", <exit record fields>}``.
+    A subscriber that does not read its events is disconnected.
 ``{"op": "status"}``
     -> ping's fields and ``"containers": {"<id>": {"pid": N, "running": bool, "exit": <exit record>|null}}``
 ``{"op": "create", "id", "bundle", "runtime", "root", "log_path", "tty", "stdin", "stdin_once",

@@ -20,6 +20,9 @@ if TYPE_CHECKING:
 # What only containers need (conmon.runtime, conmon.container and its modules) is imported by
 # the first create: a new monitor answers its first request about a millisecond sooner.
 
+# The control protocol's version; "version" lists the ops this monitor serves, so a daemon
+# newer than its monitors (they outlive daemon upgrades) never sends one it does not know.
+PROTOCOL_VERSION = 2
 CONTROL_SOCKET = "control.sock"
 PID_FILE = "monitor.pid"
 MAX_REQUEST = 1024 * 1024
@@ -88,6 +91,7 @@ class Monitor:
         self._creates: dict[int, _Create] = {}
         self._unclaimed: dict[int, int] = {}
         self._controls: dict[int, _Control] = {}
+        self._subscribers: set[_Control] = set()
         self._draining = False
         self.stopped = False
         if listener is None:
@@ -103,6 +107,8 @@ class Monitor:
         self.loop.add(self._wake_r, IN, self._on_wakeup)
         self._ops: dict[str, Callable[[_Control, dict[str, object]], Reply | None]] = {
             "ping": self._ping,
+            "version": self._version,
+            "subscribe": self._subscribe,
             "status": self._status,
             "create": self._create,
             "reopen_log": self._reopen_log,
@@ -207,6 +213,7 @@ class Monitor:
         self._serve(control)
 
     def _close_control(self, control: _Control) -> None:
+        self._subscribers.discard(control)
         self.loop.remove(control.sock.fileno())
         self._controls.pop(control.sock.fileno(), None)
         control.sock.close()
@@ -215,6 +222,26 @@ class Monitor:
 
     def _ping(self, _control: _Control, _req: dict[str, object]) -> Reply:
         return {"ok": True, "pid": posix.getpid(), "pod_id": self.pod_id}
+
+    def _version(self, _control: _Control, _req: dict[str, object]) -> Reply:
+        return {"ok": True, "version": PROTOCOL_VERSION, "features": sorted(self._ops)}
+
+    def _subscribe(self, control: _Control, _req: dict[str, object]) -> Reply:
+        """Push every later exit on this connection; the reply carries the exits already recorded."""
+        self._subscribers.add(control)
+        exits = {cid: c.exit for cid, c in self.containers.items() if c.exit is not None}
+        return {"ok": True, "pid": posix.getpid(), "pod_id": self.pod_id, "exits": exits}
+
+    def _publish(self, event: Reply) -> None:
+        """Send ``event`` to every subscriber; one that cannot take a small line at once is dropped."""
+        data = wire.dumps(event)
+        for control in list(self._subscribers):
+            try:
+                if control.sock.send(data) != len(data):
+                    raise BlockingIOError
+            except OSError:
+                sys.stderr.write(f"conmon: pod {self.pod_id}: dropping an exit subscriber that does not read\n")
+                self._close_control(control)
 
     def _status(self, _control: _Control, _req: dict[str, object]) -> Reply:
         containers = {cid: c.status() for cid, c in self.containers.items() if c.pid}
@@ -403,6 +430,8 @@ class Monitor:
     def _container_exited(self, container: Container, status: int) -> None:
         del self._by_pid[container.pid]
         container.exited(status, time.time_ns())
+        # After the exit file: a daemon that misses this event finds the file at its restart.
+        self._publish({"event": "exit", "id": container.id, **container.exit})  # type: ignore[dict-item]
         if self._draining and not self._creates and not any(c.running for c in self.containers.values()):
             self.stopped = True
 

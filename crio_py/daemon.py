@@ -22,8 +22,9 @@ from crio_py import log as log_mod
 from crio_py import metrics, trace
 from crio_py.config import Config, ConfigSources
 from crio_py.container import ContainerManager
+from crio_py.events import EventBus
 from crio_py.image import ImageManager
-from crio_py.monitor import MonitorClient
+from crio_py.monitor import ExitWatcher, MonitorClient
 from crio_py.network import CNIManager, PluginService
 from crio_py.sandbox import SandboxManager
 from crio_py.server.grpc_server import CRIServer
@@ -113,10 +114,13 @@ class Daemon:
         self.network = CNIManager(cfg.cni, self.cni_service)
         self.network.start_service_if_used()
         self.images = ImageManager(config, store)
-        monitors = MonitorClient(Path(cfg.run_root) / "monitors")
-        self.sandboxes = SandboxManager(config, store, self.images, self.network, monitors)
-        self.containers = ContainerManager(config, store, self.images, self.sandboxes, monitors)
+        self.exit_watcher = ExitWatcher()
+        monitors = MonitorClient(Path(cfg.run_root) / "monitors", watcher=self.exit_watcher)
+        self.events = EventBus()
+        self.sandboxes = SandboxManager(config, store, self.images, self.network, monitors, self.events)
+        self.containers = ContainerManager(config, store, self.images, self.sandboxes, monitors, self.events)
         self.sandboxes.restore()
+        self.exit_watcher.start(self.containers.on_exit, self.containers.on_monitor_gone)
         self.containers.restore()
         self.network.gc(self.sandboxes.attachments())
         containers, sandboxes = self.containers, self.sandboxes
@@ -128,7 +132,7 @@ class Daemon:
         self.streaming = StreamingServer(StreamingBackend(self.containers, self.sandboxes, monitors), cfg.streaming)
         self.streaming.start()
         runtime = RuntimeService(
-            config, self.network.status, self.sandboxes, self.containers, self.stats, self.streaming
+            config, self.network.status, self.sandboxes, self.containers, self.stats, self.events, self.streaming
         )
         self.server = CRIServer(Path(cfg.listen), runtime, ImageService(self.images))
         self.server.start()
@@ -186,10 +190,13 @@ class Daemon:
     def _shutdown(self) -> None:
         grace = float(self.config.shutdown_grace)
         log.info("shutting down: finishing in-flight RPCs", extra={"grace_seconds": grace})
+        # Event streams never finish by themselves: end them first, cleanly.
+        self.events.close()
         self.server.stop(grace)
         self.stats.stop()
         log.info("RPCs finished; ending streaming sessions")
         self.streaming.stop(grace)
+        self.exit_watcher.stop()
         log.info("stopping the CNI plugin service")
         if self.cni_service is not None:
             self.cni_service.stop()

@@ -183,22 +183,37 @@ class NameRegistry:
             self._holders = dict(pairs)
 
 
+# Version of the records of pods and containers. A daemon reads records of every older version
+# (fields added since take their defaults) and ignores keys it does not know (a newer daemon's).
+SCHEMA_VERSION = 2
+SCHEMA_KEY = "schema"
+
+
+# Metadata of a dataclass field that lives in memory only (locks, conditions), never in the record.
+TRANSIENT = {"transient": True}
+
+
 class MessageRecord:
     """Mixin for dataclasses whose ``config`` field is a protobuf message (a CRI request part).
 
     ``to_record`` gives the JSON-able record (the message as base64 of its wire bytes, which keeps
-    every field, known or not); ``from_record`` rebuilds the object. A ``lock`` field, if any,
-    is runtime-only and left out.
+    every field, known or not) with its schema version; ``from_record`` rebuilds the object from a
+    record of this or an older version. Fields with ``TRANSIENT`` metadata are left out.
     """
 
     def to_record(self) -> dict[str, Any]:
-        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "lock"}
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if not f.metadata.get("transient")}
         data["config"] = base64.b64encode(data["config"].SerializeToString()).decode()
+        data[SCHEMA_KEY] = SCHEMA_VERSION
         return data
 
     @classmethod
     def from_record(cls, data: dict[str, Any]) -> Any:
-        data = dict(data)
+        known = {f.name for f in dataclasses.fields(cls) if not f.metadata.get("transient")}  # type: ignore[arg-type]
+        unknown = sorted(set(data) - known - {SCHEMA_KEY})
+        if unknown:
+            log.debug("record keys ignored", extra={"kind": cls.__name__, "keys": unknown})
+        fields = {k: v for k, v in data.items() if k in known}
         message = typing.get_type_hints(cls)["config"]()
-        message.ParseFromString(base64.b64decode(data.pop("config")))
-        return cls(config=message, **data)
+        message.ParseFromString(base64.b64decode(fields.pop("config")))
+        return cls(config=message, **fields)

@@ -2,8 +2,12 @@
 
 CreateContainer: validate -> pod READY -> reserve the name -> record "creating" -> image ->
 rootfs overlay -> OCI spec joining the pause container's namespaces -> monitor + runtime create
--> record "created". The monitor owns the container's stdio and records its exit; this module
-reads that exit lazily (on status and list) so nothing blocks on a container.
+-> record "created". The monitor owns the container's stdio and records its exit.
+
+Exits are pushed, not polled: the monitor tells the exit watcher the moment it reaps a
+container, and ``on_exit`` records it. Every change of a container's phase goes through
+``transition()``, which checks it is legal, persists the record, updates memory and wakes
+waiters (StopContainer waits there for the exit, with its timeout).
 """
 
 from __future__ import annotations
@@ -18,13 +22,25 @@ from pathlib import Path
 
 from crio_py import cgroups, metrics, spec, trace
 from crio_py.config import Config
-from crio_py.container.model import CREATED, CREATING, EXITED, RUNNING, UNKNOWN, Container, reserved_name
+from crio_py.container.model import (
+    CREATED,
+    CREATING,
+    EXITED,
+    LEGAL,
+    LIVE,
+    REMOVED,
+    RUNNING,
+    UNKNOWN,
+    Container,
+    reserved_name,
+)
 from crio_py.cri import api_pb2 as pb
-from crio_py.errors import DeadlineExceeded, FailedPrecondition, Internal, InvalidArgument, NotFound
+from crio_py.errors import CrioError, DeadlineExceeded, FailedPrecondition, Internal, InvalidArgument, NotFound
+from crio_py.events import ContainerEvent, EventBus, EventKind
 from crio_py.image import ImageManager
-from crio_py.monitor import MONITOR_GONE_REASON, MonitorClient, MonitorError
+from crio_py.monitor import MONITOR_GONE_REASON, ExitStatus, MonitorClient, MonitorError
 from crio_py.oci import ExecResult, OCIRuntime
-from crio_py.proc import process_alive
+from crio_py.proc import boot_id, same_process, start_time, start_time_ns
 from crio_py.sandbox import Sandbox, SandboxManager
 from crio_py.sandbox.log_dir import container_log_path, pod_log_directory
 from crio_py.spec.limits import linux_resources
@@ -37,6 +53,12 @@ log = logging.getLogger(__name__)
 KIND = "containers"
 # After SIGKILL a process is gone within milliseconds unless stuck in the kernel (D state).
 KILL_WAIT = 10.0
+# A waiter for an exit looks at the exit file this often, in case an event was lost (it never
+# is while the monitor's connection lives, but a lost one must cost a second, not a hang).
+EXIT_SAFETY_NET = 1.0
+# How long a failed StartContainer waits for the exit that explains it.
+FAILED_START_WAIT = 2.0
+REBOOT_REASON = "NodeRebooted"
 
 
 class ContainerManager:
@@ -49,12 +71,14 @@ class ContainerManager:
         images: ImageManager,
         sandboxes: SandboxManager,
         monitors: MonitorClient,
+        events: EventBus,
     ):
         self._config = config
         self._store = store
         self._images = images
         self._sandboxes = sandboxes
         self._monitors = monitors
+        self._events = events
         self._containers: dict[str, Container] = {}
         self._lock = threading.Lock()
         self.ids = IdIndex("container")
@@ -65,7 +89,14 @@ class ContainerManager:
     # ---- start-up ----------------------------------------------------------------------
 
     def restore(self) -> None:
-        """Rebuild memory from the records; undo creations a crash interrupted; pick up exits."""
+        """Rebuild memory from the records (after the pods'); undo creations a crash interrupted.
+
+        Then the real state: containers of another boot are EXITED (a reboot ended them), every
+        pod's monitor is watched again (exits recorded while the daemon was down arrive, a dead
+        monitor is noticed), and the runtime says which created containers really run (a start
+        the daemon died in the middle of).
+        """
+        this_boot = boot_id()
         for cid, record in self._store.load_all(KIND).items():
             try:
                 ctr = Container.from_record(record)
@@ -75,13 +106,156 @@ class ContainerManager:
             if ctr.phase == CREATING or self._sandboxes.find(ctr.pod_id) is None:
                 log.warning("undoing an interrupted or orphaned container", extra={"container_id": cid})
                 self._teardown(ctr)
-                self._store.delete(KIND, cid)
+                self.transition(ctr, REMOVED)
                 continue
             self._containers[cid] = ctr
             self.ids.add(cid)
-            self.refresh(ctr)
+            if ctr.phase in LIVE and ctr.boot_id and ctr.boot_id != this_boot:
+                self.transition(
+                    ctr, EXITED, exit_code=255, reason=REBOOT_REASON, finished_at_ns=time.time_ns(),
+                    message="the node rebooted while the container existed",
+                )  # fmt: skip
         self.names.rebuild((c.name, c.id) for c in self._containers.values())
+        for pod in self._sandboxes.list():
+            if pod.boot_id == this_boot or not pod.boot_id:
+                self._monitors.watch(pod.id)
+        for ctr in self.list():
+            if ctr.phase == CREATED:
+                self._finish_interrupted_start(ctr)
         log.info("containers restored", extra={"count": len(self._containers)})
+
+    def _finish_interrupted_start(self, ctr: Container) -> None:
+        """A container recorded CREATED that the runtime says runs: the daemon died during its start."""
+        try:
+            state = self._runtime(ctr).state(ctr.id)
+        except CrioError as exc:
+            log.warning("runtime state unavailable", extra={"container_id": ctr.id, "error": str(exc)})
+            return
+        if state is not None and state.get("status") in ("running", "paused"):
+            started = start_time(ctr.pid)
+            log.warning("container started while the daemon went down: running", extra={"container_id": ctr.id})
+            self.transition(ctr, RUNNING, started_at_ns=start_time_ns(started) if started else time.time_ns())
+
+    # ---- the transition point ----------------------------------------------------------
+
+    def transition(self, ctr: Container, phase: str, **changes: object) -> bool:
+        """Move ``ctr`` to ``phase`` (with field ``changes``): persist, update memory, wake waiters.
+
+        The only writer of container records. An illegal change (an exit after removal, a
+        second exit) is refused and False returned; callers that must not be refused check the
+        phase first under ``ctr.lock``.
+        """
+        with ctr.lock:
+            old = ctr.phase
+            if phase not in LEGAL[old]:
+                log.debug("container transition refused", extra={"container_id": ctr.id, "from": old, "to": phase})
+                return False
+            if phase == REMOVED:
+                self._store.delete(KIND, ctr.id)
+            else:
+                self._store.write(KIND, ctr.id, {**ctr.to_record(), **changes, "phase": phase})
+            ctr.phase = phase
+            for name, value in changes.items():
+                setattr(ctr, name, value)
+            if phase == REMOVED:
+                with self._lock:
+                    self._containers.pop(ctr.id, None)
+                self.ids.remove(ctr.id)
+                self.names.release(ctr.name, ctr.id)
+            elif old == CREATING and phase == CREATED:
+                with self._lock:
+                    self._containers[ctr.id] = ctr
+                self.ids.add(ctr.id)
+            for kind in _container_events(old, phase):
+                self._events.publish(ContainerEvent(kind, ctr.id, ctr.pod_id, self._sandboxes.find_exact(ctr.pod_id)))
+            ctr.changed.notify_all()
+        if phase in (EXITED, UNKNOWN) and old != phase:
+            log.info(
+                "container exited",
+                extra={"container_id": ctr.id, "pod_id": ctr.pod_id, "exit_code": ctr.exit_code, "reason": ctr.reason},
+            )
+        elif old != phase:
+            log.info(f"container {phase}", extra={"container_id": ctr.id, "pod_id": ctr.pod_id})
+        return True
+
+    # ---- exits (from the exit watcher) -------------------------------------------------
+
+    def on_exit(self, pod_id: str, container_id: str, status: ExitStatus) -> None:
+        """A monitor reaped ``container_id`` (the pod's own id: its pause container)."""
+        if container_id == pod_id:
+            self._sandboxes.on_pause_exit(pod_id)
+            return
+        ctr = self.find_exact(container_id)
+        if ctr is not None and ctr.pod_id == pod_id:
+            self._record_exit(ctr, status)
+
+    def on_monitor_gone(self, pod_id: str) -> None:
+        """The pod's monitor went away (exited or died): settle what it can no longer tell us.
+
+        Exits it recorded are taken from its files; a container still running keeps running,
+        flagged (its output is no longer logged), and is watched through a pidfd; one that is
+        gone with no record is UNKNOWN.
+        """
+        self._sandboxes.on_monitor_gone(pod_id)
+        monitor = self._monitors.pod_monitor(pod_id)
+        for ctr in self.in_pod(pod_id):
+            with ctr.lock:
+                if ctr.phase not in LIVE:
+                    continue
+                status = monitor.exit_status(ctr.id)
+                if status is not None:
+                    self._record_exit(ctr, status)
+                    continue
+                if not same_process(ctr.pid, ctr.pid_start):
+                    self._monitor_lost_exit(ctr)
+                    continue
+                if ctr.phase == RUNNING:
+                    self.transition(
+                        ctr, RUNNING, reason=MONITOR_GONE_REASON,
+                        message="the container's monitor died: its output is no longer logged",
+                    )  # fmt: skip
+            self._monitors.watcher.watch_process(ctr.pid, ctr.pid_start, lambda c=ctr: self._monitor_lost_exit(c))
+
+    def _monitor_lost_exit(self, ctr: Container) -> None:
+        """A container whose monitor is gone has ended: its exit file if the monitor wrote one, else UNKNOWN."""
+        status = self._monitors.pod_monitor(ctr.pod_id).exit_status(ctr.id)
+        if status is not None:
+            self._record_exit(ctr, status)
+            return
+        self.transition(
+            ctr, UNKNOWN, exit_code=-1, reason=MONITOR_GONE_REASON, finished_at_ns=time.time_ns(),
+            message="the container is gone and its monitor recorded no exit",
+        )  # fmt: skip
+
+    def _record_exit(self, ctr: Container, status: ExitStatus) -> None:
+        with ctr.lock:
+            if status.oom_killed:
+                reason = "OOMKilled"
+            elif ctr.phase == CREATED:
+                reason = "ContainerCannotRun"
+            else:
+                reason = "Completed" if status.exit_code == 0 else "Error"
+            self.transition(
+                ctr, EXITED, exit_code=status.exit_code, reason=reason, message="",
+                finished_at_ns=status.finished_at_ns or time.time_ns(),
+            )  # fmt: skip
+        if reason == "OOMKilled":
+            metrics.CONTAINERS_OOM.inc()
+
+    def _await_exit(self, ctr: Container, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for ``ctr`` to have exited; False if it still runs."""
+        deadline = time.monotonic() + timeout
+        with ctr.lock:
+            while ctr.phase in LIVE:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                if not ctr.changed.wait(min(left, EXIT_SAFETY_NET)):
+                    status = self._monitors.pod_monitor(ctr.pod_id).exit_status(ctr.id)
+                    if status is not None:
+                        log.warning("exit event missing; taken from the exit file", extra={"container_id": ctr.id})
+                        self._record_exit(ctr, status)
+            return True
 
     # ---- lookups -----------------------------------------------------------------------
 
@@ -97,6 +271,11 @@ class ContainerManager:
         full = self.ids.find(cid)
         with self._lock:
             return self._containers.get(full) if full else None
+
+    def find_exact(self, cid: str) -> Container | None:
+        """The container with exactly this id (no prefix matching: for events)."""
+        with self._lock:
+            return self._containers.get(cid)
 
     def list(self) -> list[Container]:
         with self._lock:
@@ -148,6 +327,7 @@ class ContainerManager:
             image_name=config.image.image,
             created_at_ns=time.time_ns(),
             runtime_handler=pod.runtime_handler,
+            boot_id=boot_id(),
         )
         ctr.log_path = str(container_log_path(pod_log_directory(pod.config, pod.id, cfg.container_log_dir), config))
         # Paths decided before the first record, so that a crash mid-create knows what to undo.
@@ -162,17 +342,13 @@ class ContainerManager:
         self.names.reserve(ctr.name, ctr.id)
         with UndoStack("CreateContainer", **ctx) as undo:
             undo.push("release name", lambda: self.names.release(ctr.name, ctr.id))
-            self._store.write(KIND, ctr.id, ctr.to_record())
-            undo.push("delete record", lambda: self._store.delete(KIND, ctr.id))
+            self.transition(ctr, CREATING)
+            undo.push("delete record", lambda: self.transition(ctr, REMOVED))
             self._create(ctr, pod, cfg, undo)
             trace.mark("record")
-            ctr.phase = CREATED
-            self._store.write(KIND, ctr.id, ctr.to_record())
+            self.transition(ctr, CREATED)
             undo.commit()
-        with self._lock:
-            self._containers[ctr.id] = ctr
-        self.ids.add(ctr.id)
-        log.info("container created", extra={**ctx, "pid": ctr.pid})
+        log.debug("container created", extra={**ctx, "pid": ctr.pid})
         return ctr
 
     def _create(self, ctr: Container, pod: Sandbox, cfg: Config, undo: UndoStack) -> None:
@@ -230,6 +406,7 @@ class ContainerManager:
                 stdin_once=ctr.config.stdin_once,
                 log_size_max=cfg.log_size_max,
             )
+            ctr.pid_start = start_time(ctr.pid)
         except MonitorError as exc:
             raise Internal(f"CreateContainer {ctr.id}: {step}: {exc}") from exc
         except OSError as exc:
@@ -249,66 +426,53 @@ class ContainerManager:
     # ---- start / stop ------------------------------------------------------------------
 
     def start(self, ctr: Container) -> None:
+        """Start a created container; FailedPrecondition naming its state otherwise."""
         with ctr.lock:
-            self.refresh(ctr)
             if ctr.phase != CREATED:
-                raise FailedPrecondition(f"container {ctr.id} is {ctr.phase}, only a created container can start")
+                raise FailedPrecondition(
+                    f"container {ctr.id} is {ctr.phase}: only a created container can be started"
+                )
             runtime = self._runtime(ctr)
             # Taken before the start: a quick container's recorded exit must not precede it.
             started_at = time.time_ns()
             trace.owner(ctr.id, ctr.pod_id)
             trace.mark("runtime start")
+            # The lock is held across the start: the container's exit, if it is quick, is
+            # recorded after its start.
             try:
                 runtime.start(ctr.id)
             except Internal:
-                # The process may already be gone (e.g. exec failed): record why, then report.
-                self.refresh(ctr)
+                # The process may be gone already (e.g. exec failed): let its exit say why.
+                self._await_exit(ctr, FAILED_START_WAIT)
                 raise
             trace.mark("record")
-            ctr.started_at_ns = started_at
-            ctr.phase = RUNNING
-            self._store.write(KIND, ctr.id, ctr.to_record())
-        log.info("container started", extra={"container_id": ctr.id, "pod_id": ctr.pod_id})
+            self.transition(ctr, RUNNING, started_at_ns=started_at)
 
     def stop(self, ctr: Container, timeout: int) -> None:
-        """Stop signal, up to ``timeout`` seconds, then SIGKILL. Stopping a stopped container is fine."""
-        with ctr.lock:
-            self.refresh(ctr)
-            if ctr.phase not in (RUNNING, CREATED, UNKNOWN) or not process_alive(ctr.pid):
-                self.refresh(ctr)
-                return
-            runtime = self._runtime(ctr)
-            if timeout > 0:
-                sig = _signal_number(ctr.stop_signal)
-                runtime.kill(ctr.id, sig)
-                if self._wait_exit(ctr, timeout):
-                    return
-                log.info("container ignored its stop signal; killing", extra={"container_id": ctr.id})
-            runtime.kill(ctr.id, signal.SIGKILL, all=True)
-            if not self._wait_exit(ctr, KILL_WAIT):
-                raise Internal(f"container {ctr.id} did not exit after SIGKILL within {KILL_WAIT:.0f}s")
+        """Stop signal, up to ``timeout`` seconds, then SIGKILL; returns once the exit is recorded.
 
-    def _wait_exit(self, ctr: Container, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while True:
-            self.refresh(ctr)
-            # UNKNOWN: gone, but its monitor died and could not record how.
-            if ctr.phase in (EXITED, UNKNOWN):
-                return True
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.02)
+        Stopping a stopped container is fine.
+        """
+        if ctr.phase not in LIVE:
+            return
+        runtime = self._runtime(ctr)
+        if timeout > 0:
+            runtime.kill(ctr.id, _signal_number(ctr.stop_signal))
+            if self._await_exit(ctr, timeout):
+                return
+            log.info("container ignored its stop signal; killing", extra={"container_id": ctr.id})
+        runtime.kill(ctr.id, signal.SIGKILL, all=True)
+        if not self._await_exit(ctr, KILL_WAIT):
+            raise Internal(f"container {ctr.id} did not exit after SIGKILL within {KILL_WAIT:.0f}s")
 
     def remove(self, ctr: Container) -> None:
         """Stop if needed, then delete runtime state, rootfs, bundle and record."""
         self.stop(ctr, 0)
         with ctr.lock:
+            if ctr.phase == REMOVED:
+                return
             self._teardown(ctr)
-            self._store.delete(KIND, ctr.id)
-            with self._lock:
-                self._containers.pop(ctr.id, None)
-            self.ids.remove(ctr.id)
-            self.names.release(ctr.name, ctr.id)
+            self.transition(ctr, REMOVED)
         log.info("container removed", extra={"container_id": ctr.id, "pod_id": ctr.pod_id})
 
     def _teardown(self, ctr: Container) -> None:
@@ -343,49 +507,7 @@ class ContainerManager:
             self.remove(ctr)
         self._sandboxes.remove(pod)
 
-    # ---- status ------------------------------------------------------------------------
-
-    def refresh(self, ctr: Container) -> None:
-        """Bring the record up to date with the monitor's exit file (the lazy exit pickup)."""
-        if ctr.phase not in (RUNNING, CREATED, UNKNOWN):
-            return
-        monitor = self._monitors.pod_monitor(ctr.pod_id)
-        status = monitor.exit_status(ctr.id)
-        if status is None:
-            if ctr.phase in (RUNNING, CREATED) and not process_alive(ctr.pid) and ctr.pid:
-                # Gone without an exit record: the monitor died (or was killed) before it could write one.
-                self._record_exit(
-                    ctr, -1, MONITOR_GONE_REASON, "the container is gone and its monitor recorded no exit",
-                    time.time_ns(), phase=UNKNOWN,
-                )
-            elif ctr.phase == RUNNING and ctr.reason != MONITOR_GONE_REASON and not process_alive(monitor.pid() or 0):
-                # Still running, but nobody logs its output or will record its exit.
-                ctr.reason = MONITOR_GONE_REASON
-                ctr.message = "the container's monitor died: its output is no longer logged"
-                self._store.write(KIND, ctr.id, ctr.to_record())
-            return
-        if status.oom_killed:
-            reason = "OOMKilled"
-        elif ctr.phase == CREATED:
-            reason = "ContainerCannotRun"
-        else:
-            reason = "Completed" if status.exit_code == 0 else "Error"
-        self._record_exit(ctr, status.exit_code, reason, "", status.finished_at_ns, phase=EXITED)
-
-    def _record_exit(self, ctr: Container, code: int, reason: str, message: str, at_ns: int, phase: str) -> None:
-        with ctr.lock:
-            if ctr.phase == phase and ctr.finished_at_ns:
-                return
-            ctr.exit_code, ctr.reason, ctr.message = code, reason, message
-            ctr.finished_at_ns = at_ns or time.time_ns()
-            ctr.phase = phase
-            self._store.write(KIND, ctr.id, ctr.to_record())
-        if reason == "OOMKilled":
-            metrics.CONTAINERS_OOM.inc()
-        log.info("container exited", extra={"container_id": ctr.id, "exit_code": code, "reason": reason})
-
     def _is_running(self, ctr: Container) -> bool:
-        self.refresh(ctr)
         return ctr.phase == RUNNING
 
     # ---- exec, resources, logs -----------------------------------------------------------
@@ -418,6 +540,21 @@ class ContainerManager:
 
     def _runtime(self, ctr: Container) -> OCIRuntime:
         return self._sandboxes.runtime(ctr.runtime_handler)
+
+
+def _container_events(old: str, new: str) -> tuple[EventKind, ...]:
+    """The CRI events of a container's transition."""
+    if old == new:
+        return ()
+    if new == CREATED:
+        return (EventKind.CREATED,)
+    if new == RUNNING:
+        return (EventKind.STARTED,)
+    if new in (EXITED, UNKNOWN) and old in LIVE:
+        return (EventKind.STOPPED,)
+    if new == REMOVED and old != CREATING:
+        return (EventKind.DELETED,)
+    return ()
 
 
 def _stop_signal(config: pb.ContainerConfig, image_config: dict[str, object]) -> str:

@@ -6,13 +6,26 @@ import threading
 from dataclasses import dataclass, field
 
 from crio_py.cri import api_pb2 as pb
-from crio_py.state import MessageRecord
+from crio_py.state import TRANSIENT, MessageRecord
 
 CREATING = "creating"  # written before the first side effect; undone at start-up if found
 CREATED = "created"
 RUNNING = "running"
 EXITED = "exited"
-UNKNOWN = "unknown"
+UNKNOWN = "unknown"  # gone, but its monitor died first: nobody could record how it ended
+REMOVED = "removed"  # in memory only: the record is gone; later events about it are ignored
+
+# The transitions ContainerManager.transition() allows (same phase: fields change).
+LEGAL = {
+    CREATING: {CREATING, CREATED, REMOVED},
+    CREATED: {RUNNING, EXITED, UNKNOWN, REMOVED},
+    RUNNING: {RUNNING, EXITED, UNKNOWN},
+    UNKNOWN: {EXITED, REMOVED},
+    EXITED: {REMOVED},
+    REMOVED: set(),
+}
+# Phases in which the container's process may still run.
+LIVE = (CREATED, RUNNING)
 
 CRI_STATE = {
     CREATED: pb.CONTAINER_CREATED,
@@ -42,6 +55,8 @@ class Container(MessageRecord):
     reason: str = ""
     message: str = ""
     pid: int = 0
+    pid_start: int = 0  # the process's start time (proc.start_time): pid + start = identity
+    boot_id: str = ""  # the boot the container was created in
     log_path: str = ""
     bundle: str = ""
     rootfs: str = ""
@@ -51,7 +66,12 @@ class Container(MessageRecord):
     uid: int = 0
     gid: int = 0
     additional_gids: list[int] = field(default_factory=list)
-    lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False, metadata=TRANSIENT)
+    # Notified (under ``lock``) at every transition: Stop waits on it for the exit.
+    changed: threading.Condition = field(init=False, repr=False, compare=False, metadata=TRANSIENT)
+
+    def __post_init__(self) -> None:
+        self.changed = threading.Condition(self.lock)
 
 
 def reserved_name(meta: pb.ContainerMetadata, pod_meta: pb.PodSandboxMetadata) -> str:

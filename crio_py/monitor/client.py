@@ -21,10 +21,13 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from crio_py import metrics, trace
 from crio_py.errors import CrioError
+
+if TYPE_CHECKING:
+    from crio_py.monitor.watcher import ExitWatcher
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +82,29 @@ class ExitStatus:
     signal: int | None
     oom_killed: bool
     finished_at_ns: int
+
+
+def exit_status_from(record: dict[str, Any]) -> ExitStatus:
+    """An ExitStatus from an exit record (exit file, subscribe reply or exit event)."""
+    return ExitStatus(
+        exit_code=int(record["exit_code"]),
+        signal=None if record.get("signal") is None else int(record["signal"]),
+        oom_killed=bool(record.get("oom_killed")),
+        finished_at_ns=int(record["finished_at_ns"]),
+    )
+
+
+@dataclass
+class Subscription:
+    """A connection subscribed to a monitor's exit events (one JSON line each, see conmon)."""
+
+    sock: socket.socket
+    exits: dict[str, ExitStatus]  # recorded before the subscription
+    buffer: bytes = b""  # bytes of events read along with the reply
+
+
+# The ops of monitors from before the "version" op (protocol version 1).
+V1_FEATURES = frozenset({"ping", "status", "create", "reopen_log", "resize", "shutdown"})
 
 
 @functools.cache
@@ -232,6 +258,48 @@ class PodMonitor:
             return False
         return True
 
+    def version(self) -> tuple[int, frozenset[str]]:
+        """The monitor's protocol version and the ops it serves (version 1's for an older monitor)."""
+        try:
+            reply = self.call({"op": "version"}, min(self.timeout, ALIVE_TIMEOUT))
+        except MonitorError as e:
+            if "unknown op" in str(e):
+                return 1, V1_FEATURES
+            raise
+        return int(reply["version"]), frozenset(reply["features"])
+
+    def subscribe(self, timeout: float | None = None) -> Subscription:
+        """A connection on which the monitor pushes each container exit (see conmon), with the
+        exits it recorded before; MonitorError if it is not running or refuses."""
+        timeout = min(self.timeout, ALIVE_TIMEOUT) if timeout is None else timeout
+        try:
+            sock = connect_unix(self.control_socket, timeout)
+        except (FileNotFoundError, ConnectionRefusedError):
+            raise MonitorError(f"monitor of pod {self.pod_id} is not running") from None
+        except OSError as e:
+            raise MonitorError(f"subscribing to the monitor of pod {self.pod_id}: {e}") from None
+        try:
+            sock.sendall(b'{"op":"subscribe"}\n')
+            data = b""
+            while b"\n" not in data:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise MonitorError(f"monitor of pod {self.pod_id} closed the connection during subscribe")
+                data += chunk
+            line, rest = data.split(b"\n", 1)
+            reply = json.loads(line)
+            if not reply.get("ok"):
+                raise MonitorError(f"monitor of pod {self.pod_id} refused subscribe: {reply.get('error')}")
+            exits = {cid: exit_status_from(rec) for cid, rec in reply["exits"].items()}
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            sock.close()
+            raise MonitorError(f"subscribing to the monitor of pod {self.pod_id}: {e}") from None
+        except MonitorError:
+            sock.close()
+            raise
+        sock.settimeout(None)
+        return Subscription(sock, exits, rest)
+
     def status(self) -> dict[str, dict[str, Any]]:
         """The containers the monitor serves: id -> {"pid", "running", "exit"}."""
         containers: dict[str, dict[str, Any]] = self.call({"op": "status"})["containers"]
@@ -289,13 +357,7 @@ class PodMonitor:
         """
         path = self.directory / container_id / EXIT_FILE
         try:
-            record = json.loads(path.read_bytes())
-            return ExitStatus(
-                exit_code=int(record["exit_code"]),
-                signal=None if record.get("signal") is None else int(record["signal"]),
-                oom_killed=bool(record.get("oom_killed")),
-                finished_at_ns=int(record["finished_at_ns"]),
-            )
+            return exit_status_from(json.loads(path.read_bytes()))
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, TypeError) as e:
@@ -327,9 +389,15 @@ class MonitorClient:
     """Starts pod monitors and finds running ones under ``monitors_dir`` (one directory per pod)."""
 
     def __init__(
-        self, monitors_dir: Path = DEFAULT_MONITORS_DIR, python: str = sys.executable, timeout: float = DEFAULT_TIMEOUT
+        self,
+        monitors_dir: Path = DEFAULT_MONITORS_DIR,
+        python: str = sys.executable,
+        timeout: float = DEFAULT_TIMEOUT,
+        watcher: ExitWatcher | None = None,
     ) -> None:
         self.monitors_dir = Path(monitors_dir)
+        # Hears every exit of the monitors this client finds or starts (the daemon's has one).
+        self._watcher = watcher
         self.python = python
         self.timeout = timeout
         self._locks: dict[str, threading.Lock] = {}
@@ -345,13 +413,26 @@ class MonitorClient:
         """The running monitor of ``pod_id``: the one already running (after a daemon restart too), else a new one."""
         monitor = self.pod_monitor(pod_id)
         with self._lock(pod_id):
-            if monitor.alive():
-                return monitor
-            if (monitor.directory / MONITOR_LOG).exists():  # it ran before: this is a restart
-                metrics.MONITOR_RESTARTS.inc()
-            with trace.span("monitor start"):
-                self._start(monitor)
+            if not monitor.alive():
+                if (monitor.directory / MONITOR_LOG).exists():  # it ran before: this is a restart
+                    metrics.MONITOR_RESTARTS.inc()
+                with trace.span("monitor start"):
+                    self._start(monitor)
+            if self._watcher is not None:
+                self._watcher.watch(monitor)
         return monitor
+
+    @property
+    def watcher(self) -> ExitWatcher:
+        """The exit watcher; MonitorError for a client made without one."""
+        if self._watcher is None:
+            raise MonitorError("this monitor client watches no exits")
+        return self._watcher
+
+    def watch(self, pod_id: str) -> None:
+        """Hear the exits of the pod's monitor (after a daemon restart); gone at once if it is not running."""
+        with self._lock(pod_id):
+            self.watcher.watch(self.pod_monitor(pod_id))
 
     def _lock(self, pod_id: str) -> threading.Lock:
         with self._locks_guard:

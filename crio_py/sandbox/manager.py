@@ -4,6 +4,10 @@ RunPodSandbox: validate -> reserve the name -> record "creating" -> pause image 
 netns -> CNI ADD -> /etc/hosts with the pod IPs -> pause rootfs -> OCI spec -> monitor + runtime
 create -> runtime start -> record "ready". Every step registers its undo, so a failure at any
 point leaves nothing behind and frees the name at once.
+
+Every change of a pod's phase goes through ``transition()``: it checks the change is legal,
+persists the record, updates memory and wakes waiters. The pause container's exit arrives from
+its monitor (``on_pause_exit``), or through a pidfd when the monitor is gone.
 """
 
 from __future__ import annotations
@@ -20,13 +24,14 @@ from crio_py import cgroups, network, spec, trace
 from crio_py.config import Config
 from crio_py.cri import api_pb2 as pb
 from crio_py.errors import FailedPrecondition, Internal, InvalidArgument, NotFound
+from crio_py.events import ContainerEvent, EventBus, EventKind
 from crio_py.image import ImageManager
-from crio_py.monitor import CreateRequest, MonitorClient, MonitorError, PodMonitor
+from crio_py.monitor import CreateRequest, MonitorClient, MonitorError
 from crio_py.oci import OCIRuntime
-from crio_py.proc import process_alive
+from crio_py.proc import boot_id, same_process, start_time, wait_gone
 from crio_py.sandbox import pod_files
 from crio_py.sandbox.log_dir import owns_log_directory, pod_log_directory
-from crio_py.sandbox.model import CREATING, NOTREADY, READY, Sandbox, reserved_name
+from crio_py.sandbox.model import CREATING, LEGAL, NOTREADY, READY, REMOVED, Sandbox, reserved_name
 from crio_py.sandbox.validate import check_pod_config
 from crio_py.spec.security import pod_sysctls
 from crio_py.state import IdIndex, NameRegistry, RecordStore, new_id
@@ -49,12 +54,14 @@ class SandboxManager:
         images: ImageManager,
         cni: network.CNIManager,
         monitors: MonitorClient,
+        events: EventBus,
     ):
         self._config = config
         self._store = store
         self._images = images
         self._cni = cni
         self._monitors = monitors
+        self._events = events
         self._pods: dict[str, Sandbox] = {}
         self._lock = threading.Lock()
         self._runtimes: dict[tuple[str, str], OCIRuntime] = {}
@@ -67,7 +74,12 @@ class SandboxManager:
     # ---- start-up ----------------------------------------------------------------------
 
     def restore(self) -> None:
-        """Rebuild memory from the records; undo pods whose creation a crash interrupted."""
+        """Rebuild memory from the records; undo pods whose creation a crash interrupted.
+
+        A pod recorded in another boot is NOTREADY: a reboot ended its pause process. Exits while
+        the daemon was down arrive once the monitors are watched again (see ContainerManager).
+        """
+        this_boot = boot_id()
         for pod_id, record in self._store.load_all(KIND).items():
             try:
                 pod = Sandbox.from_record(record)
@@ -77,12 +89,67 @@ class SandboxManager:
             if pod.phase == CREATING:
                 log.warning("undoing a pod whose creation was interrupted", extra={"pod_id": pod_id})
                 self._teardown(pod)
-                self._store.delete(KIND, pod_id)
+                self.transition(pod, REMOVED)
                 continue
             self._pods[pod_id] = pod
             self.ids.add(pod_id)
+            if pod.phase == READY and pod.boot_id and pod.boot_id != this_boot:
+                log.warning("pod sandbox from before a reboot is not ready", extra={"pod_id": pod_id})
+                self.transition(pod, NOTREADY)
         self.names.rebuild((p.name, p.id) for p in self._pods.values())
         log.info("pods restored", extra={"count": len(self._pods)})
+
+    # ---- the transition point ----------------------------------------------------------
+
+    def transition(self, pod: Sandbox, phase: str, **changes: object) -> bool:
+        """Move ``pod`` to ``phase`` (with field ``changes``): persist, update memory, wake waiters.
+
+        The only writer of pod records. An illegal change (e.g. anything after removal) is
+        refused and False returned.
+        """
+        with pod.lock:
+            old = pod.phase
+            if phase not in LEGAL[old]:
+                log.debug("pod transition refused", extra={"pod_id": pod.id, "from": old, "to": phase})
+                return False
+            if phase == REMOVED:
+                self._store.delete(KIND, pod.id)
+            else:
+                self._store.write(KIND, pod.id, {**pod.to_record(), **changes, "phase": phase})
+            pod.phase = phase
+            for name, value in changes.items():
+                setattr(pod, name, value)
+            if phase == REMOVED:
+                with self._lock:
+                    self._pods.pop(pod.id, None)
+                self.ids.remove(pod.id)
+                self.names.release(pod.name, pod.id)
+            elif old == CREATING and phase == READY:
+                with self._lock:
+                    self._pods[pod.id] = pod
+                self.ids.add(pod.id)
+            for kind in _pod_events(old, phase):
+                self._events.publish(ContainerEvent(kind, pod.id, pod.id, pod))
+            pod.changed.notify_all()
+        if old != phase:
+            log.info(f"pod sandbox {phase}", extra={"pod_id": pod.id, "from": old})
+        return True
+
+    def on_pause_exit(self, pod_id: str) -> None:
+        """The pause process exited (its monitor said so, or a pidfd): the pod is no longer ready."""
+        pod = self.find_exact(pod_id)
+        if pod is not None and pod.phase == READY:
+            self.transition(pod, NOTREADY)
+
+    def on_monitor_gone(self, pod_id: str) -> None:
+        """The pod's monitor went away: hear of the pause's end through a pidfd from now on."""
+        pod = self.find_exact(pod_id)
+        if pod is None or pod.phase != READY:
+            return
+        if self._monitors.pod_monitor(pod_id).exit_status(pod_id) is not None:
+            self.on_pause_exit(pod_id)
+            return
+        self._monitors.watcher.watch_process(pod.pid, pod.pid_start, lambda: self.on_pause_exit(pod_id))
 
     def attachments(self) -> list[network.PodAttachment]:
         """Network attachments of pods that should have one (for CNI GC at start-up)."""
@@ -106,17 +173,24 @@ class SandboxManager:
         with self._lock:
             return self._pods.get(full) if full else None
 
+    def find_exact(self, pod_id: str) -> Sandbox | None:
+        """The pod with exactly this id (no prefix matching: for events)."""
+        with self._lock:
+            return self._pods.get(pod_id)
+
     def list(self) -> list[Sandbox]:
         with self._lock:
             return list(self._pods.values())
 
     def state(self, pod: Sandbox) -> int:
-        """SANDBOX_READY while the pause process lives, SANDBOX_NOTREADY from the moment it is gone."""
-        if pod.phase != READY:
-            return pb.SANDBOX_NOTREADY
-        if not process_alive(pod.pid) or self._monitors.pod_monitor(pod.id).exit_status(pod.id) is not None:
-            return pb.SANDBOX_NOTREADY
-        return pb.SANDBOX_READY
+        """SANDBOX_READY while the pause process lives, SANDBOX_NOTREADY from the moment it is gone.
+
+        The phase follows the pause's exit event; its identity (pid + start time) is checked too,
+        so that a recycled pid never makes a dead pod ready.
+        """
+        if pod.phase == READY and same_process(pod.pid, pod.pid_start):
+            return pb.SANDBOX_READY
+        return pb.SANDBOX_NOTREADY
 
     def verbose_info(self, pod: Sandbox) -> dict[str, object]:
         """PodSandboxStatus verbose info: what an operator needs to find the pod on the host."""
@@ -169,6 +243,7 @@ class SandboxManager:
             config=config,
             runtime_handler=runtime_handler or cfg.default_runtime,
             created_at_ns=time.time_ns(),
+            boot_id=boot_id(),
         )
         # Every path the pod will own is decided (and recorded) before anything exists, so that a
         # crash at any later step leaves a "creating" record that says what to clean up.
@@ -186,16 +261,12 @@ class SandboxManager:
         self.names.reserve(pod.name, pod.id)
         with UndoStack("RunPodSandbox", **ctx) as undo:
             undo.push("release name", lambda: self.names.release(pod.name, pod.id))
-            self._store.write(KIND, pod.id, pod.to_record())
-            undo.push("delete record", lambda: self._store.delete(KIND, pod.id))
+            self.transition(pod, CREATING)
+            undo.push("delete record", lambda: self.transition(pod, REMOVED))
             self._create(pod, cfg, undo)
             trace.mark("record")
-            pod.phase = READY
-            self._store.write(KIND, pod.id, pod.to_record())
+            self.transition(pod, READY)
             undo.commit()
-        with self._lock:
-            self._pods[pod.id] = pod
-        self.ids.add(pod.id)
         log.info("pod sandbox ready", extra={**ctx, "pid": pod.pid, "ips": pod.ips})
         return pod
 
@@ -257,6 +328,7 @@ class SandboxManager:
             undo.push("runtime delete", lambda: runtime.delete(pod.id, force=True))
             undo.push("cgroup", lambda: cgroups.remove_cgroup(self._pause_cgroup(pod)))
             pod.pid = self.create_in_monitor(pod.id, runtime, pod.id, bundle, bundle / "pause.log")
+            pod.pid_start = start_time(pod.pid)
             step = trace.mark("pause start")
             runtime.start(pod.id)
         except MonitorError as exc:
@@ -291,7 +363,8 @@ class SandboxManager:
             stdin_once=stdin_once,
             log_size_max=log_size_max,
         )
-        return self._monitors.ensure_pod_monitor(pod_id).create_container(request)
+        monitor = self._monitors.ensure_pod_monitor(pod_id)
+        return monitor.create_container(request)
 
     def runtime(self, handler_name: str) -> OCIRuntime:
         """The OCI runtime of a handler (kept, so its probed features are asked once)."""
@@ -307,9 +380,11 @@ class SandboxManager:
     def _stop_monitor(self, pod_id: str) -> None:
         """Ask the pod's monitor to exit and delete its directory (exit records included)."""
         monitor = self._monitors.pod_monitor(pod_id)
-        if monitor.alive():
+        pid = monitor.pid()
+        if pid and monitor.alive():
+            started = start_time(pid)
             monitor.shutdown(force=True)
-            _wait_gone_monitor(monitor, PAUSE_EXIT_TIMEOUT)
+            wait_gone(pid, started, PAUSE_EXIT_TIMEOUT)
         self._monitors.remove_pod(pod_id)
 
     def _pause_cgroup(self, pod: Sandbox) -> str:
@@ -342,28 +417,28 @@ class SandboxManager:
     def stop(self, pod: Sandbox) -> None:
         """Stop the pause container and detach the network; keep the record. Idempotent."""
         with pod.lock:
-            runtime = self.runtime(pod.runtime_handler)
-            if process_alive(pod.pid):
-                runtime.kill(pod.id, 9)
-                _wait_gone(pod.pid, PAUSE_EXIT_TIMEOUT)
+            if pod.phase == REMOVED:
+                return
+            if same_process(pod.pid, pod.pid_start):
+                self.runtime(pod.runtime_handler).kill(pod.id, 9)
+                if not wait_gone(pod.pid, pod.pid_start, PAUSE_EXIT_TIMEOUT):
+                    raise Internal(f"StopPodSandbox {pod.id}: the pause process did not exit after SIGKILL")
+            # Its exit event may not have arrived yet: the pod is not ready from here on either way.
+            if pod.phase != NOTREADY:
+                self.transition(pod, NOTREADY)
             if pod.network_attached:
                 self._cni.teardown(self._attachment(pod))
-                pod.network_attached = False
-            if pod.phase != NOTREADY:
-                pod.phase = NOTREADY
-                self._store.write(KIND, pod.id, pod.to_record())
+                self.transition(pod, NOTREADY, network_attached=False)
         log.info("pod sandbox stopped", extra={"pod_id": pod.id})
 
     def remove(self, pod: Sandbox) -> None:
         """Stop if needed, then delete everything the pod had: mounts, netns, files, cgroup, record."""
         self.stop(pod)
         with pod.lock:
+            if pod.phase == REMOVED:
+                return
             self._teardown(pod)
-            self._store.delete(KIND, pod.id)
-            with self._lock:
-                self._pods.pop(pod.id, None)
-            self.ids.remove(pod.id)
-            self.names.release(pod.name, pod.id)
+            self.transition(pod, REMOVED)
         log.info("pod sandbox removed", extra={"pod_id": pod.id})
 
     def _teardown(self, pod: Sandbox) -> None:
@@ -396,16 +471,12 @@ class SandboxManager:
                 log.error("pod teardown step failed", extra={"pod_id": pod.id, "step": step, "error": str(exc)})
 
 
-def _wait_gone_monitor(monitor: PodMonitor, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while monitor.alive() and time.monotonic() < deadline:
-        time.sleep(0.01)
-
-
-def _wait_gone(pid: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not process_alive(pid):
-            return True
-        time.sleep(0.01)
-    return False
+def _pod_events(old: str, new: str) -> tuple[EventKind, ...]:
+    """The CRI events of a pod's transition (about its pause container, as containerd reports)."""
+    if old == CREATING and new == READY:
+        return (EventKind.CREATED, EventKind.STARTED)
+    if old == READY and new == NOTREADY:
+        return (EventKind.STOPPED,)
+    if old != CREATING and new == REMOVED:
+        return (EventKind.DELETED,)
+    return ()

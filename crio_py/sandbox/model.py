@@ -6,13 +6,22 @@ import threading
 from dataclasses import dataclass, field
 
 from crio_py.cri import api_pb2 as pb
-from crio_py.state import MessageRecord
+from crio_py.state import TRANSIENT, MessageRecord
 
 # Lifecycle of a record. "creating" is written before the first side effect, so that a crash
 # half-way through RunPodSandbox is found and undone at the next start.
 CREATING = "creating"
 READY = "ready"
 NOTREADY = "notready"
+REMOVED = "removed"  # in memory only: the record is gone; later events about the pod are ignored
+
+# The transitions SandboxManager.transition() allows (same phase: fields change, e.g. the network).
+LEGAL = {
+    CREATING: {CREATING, READY, REMOVED},
+    READY: {READY, NOTREADY},
+    NOTREADY: {NOTREADY, REMOVED},
+    REMOVED: set(),
+}
 
 
 @dataclass
@@ -29,12 +38,19 @@ class Sandbox(MessageRecord):
     ips: list[str] = field(default_factory=list)
     cgroup_parent: str = ""
     pid: int = 0
+    pid_start: int = 0  # the pause process's start time (proc.start_time): pid + start = identity
+    boot_id: str = ""  # the boot the pod was created in (after a reboot it is NOTREADY)
     shm_path: str = ""
     pod_dir: str = ""
     rootfs: str = ""
     bundle: str = ""
     network_attached: bool = False
-    lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False, metadata=TRANSIENT)
+    # Notified (under ``lock``) at every transition.
+    changed: threading.Condition = field(init=False, repr=False, compare=False, metadata=TRANSIENT)
+
+    def __post_init__(self) -> None:
+        self.changed = threading.Condition(self.lock)
 
     @property
     def namespace_options(self) -> pb.NamespaceOption:

@@ -44,7 +44,6 @@ class ContainerHandlers:
 
     def ContainerStatus(self, request: pb.ContainerStatusRequest, context: Any) -> pb.ContainerStatusResponse:
         ctr = self.containers.get(_required_id(request.container_id))
-        self.containers.refresh(ctr)
         info = {"info": json.dumps(self.containers.verbose_info(ctr))} if request.verbose else {}
         return pb.ContainerStatusResponse(status=container_status(ctr), info=info)
 
@@ -63,7 +62,6 @@ class ContainerHandlers:
                 continue
             if f.pod_sandbox_id and not ctr.pod_id.startswith(f.pod_sandbox_id):
                 continue
-            self.containers.refresh(ctr)
             state = CRI_STATE[ctr.phase]
             if f.HasField("state") and f.state.state != state:
                 continue

@@ -46,8 +46,6 @@ class PodSandboxHandlers:
         # answered without them looks empty to kubelet, which then starts them again.
         timestamp = time.time_ns()
         containers = self.containers.in_pod(pod.id)
-        for ctr in containers:
-            self.containers.refresh(ctr)
         return pb.PodSandboxStatusResponse(
             status=self._pod_status(pod),
             info=info,

@@ -6,9 +6,11 @@ from collections.abc import Callable
 
 from crio_py.config import Config
 from crio_py.container import ContainerManager
+from crio_py.events import EventBus
 from crio_py.network import NetworkStatus
 from crio_py.sandbox import SandboxManager
 from crio_py.server.container import ContainerHandlers
+from crio_py.server.container_events import ContainerEventHandlers
 from crio_py.server.pod_sandbox import PodSandboxHandlers
 from crio_py.server.runtime_info import RuntimeInfoHandlers
 from crio_py.server.stats import StatsHandlers
@@ -17,7 +19,9 @@ from crio_py.stats import StatsCollector
 from crio_py.streaming import StreamingServer
 
 
-class RuntimeService(RuntimeInfoHandlers, PodSandboxHandlers, ContainerHandlers, StatsHandlers, StreamingHandlers):
+class RuntimeService(
+    RuntimeInfoHandlers, PodSandboxHandlers, ContainerHandlers, StatsHandlers, StreamingHandlers, ContainerEventHandlers
+):
     """Handlers of every RuntimeService RPC crio-py implements; the rest answer UNIMPLEMENTED."""
 
     def __init__(
@@ -27,6 +31,7 @@ class RuntimeService(RuntimeInfoHandlers, PodSandboxHandlers, ContainerHandlers,
         sandboxes: SandboxManager,
         containers: ContainerManager,
         stats: StatsCollector,
+        events: EventBus,
         streaming: StreamingServer | None = None,
     ):
         RuntimeInfoHandlers.__init__(
@@ -36,3 +41,4 @@ class RuntimeService(RuntimeInfoHandlers, PodSandboxHandlers, ContainerHandlers,
         self.containers = containers
         self.stats = stats
         self.streaming = streaming
+        self.events = events

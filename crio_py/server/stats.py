@@ -61,7 +61,6 @@ class StatsHandlers:
         if not request.container_id:
             raise InvalidArgument("container_id must not be empty")
         ctr = self.containers.get(request.container_id)
-        self.containers.refresh(ctr)
         return pb.ContainerStatsResponse(stats=self._container_stats(ctr, self._containers_dir()))
 
     def ListContainerStats(

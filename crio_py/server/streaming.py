@@ -56,7 +56,6 @@ class StreamingHandlers:
         if not container_id:
             raise InvalidArgument("container_id must not be empty")
         ctr = self.containers.get(container_id)
-        self.containers.refresh(ctr)
         if ctr.phase != RUNNING:
             raise FailedPrecondition(f"container {ctr.id} is not running ({ctr.phase})")
         return ctr
@@ -84,7 +83,6 @@ class StreamingBackend:
 
     def _container(self, container_id: str) -> Any:
         ctr = self.containers.get(container_id)
-        self.containers.refresh(ctr)
         if ctr.phase != RUNNING:
             raise FailedPrecondition(f"container {ctr.id} is not running ({ctr.phase})")
         return ctr

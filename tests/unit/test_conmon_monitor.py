@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import signal
 import socket
@@ -249,3 +250,27 @@ def test_runtime_message_extraction() -> None:
     assert _runtime_message('time="x" level=error msg="a \\"b\\""\nplain words\n') == 'a "b"; plain words'
     assert _runtime_message('{"level":"error","msg":"json says"}\n') == "json says"
     assert _runtime_message("") == ""
+
+
+def test_version_lists_the_ops(pod: Pod) -> None:
+    version, features = pod.monitor.version()
+    assert version >= 2 and {"create", "subscribe", "version", "shutdown"} <= features
+
+
+def test_subscribers_hear_every_exit_and_get_the_earlier_ones(pod: Pod) -> None:
+    # Both outlive the fake runtime: its shell may reap a background job that ends before it exits.
+    pod.create("early", "sleep 0.2; exit 2")
+    pod.wait_exit("early")
+    first, second = pod.monitor.subscribe(), pod.monitor.subscribe()
+    assert first.exits["early"].exit_code == 2 and second.exits["early"].exit_code == 2
+    pod.create("late", "sleep 0.2; exit 6")
+    for sub in (first, second):
+        data = sub.buffer
+        sub.sock.settimeout(10)
+        while b"\n" not in data:
+            data += sub.sock.recv(4096)
+        event = json.loads(data.split(b"\n", 1)[0])
+        assert (event["event"], event["id"], event["exit_code"]) == ("exit", "late", 6)
+        sub.sock.close()
+    # The exit file is written before the event is sent.
+    assert pod.wait_exit("late").exit_code == 6
