@@ -8,7 +8,7 @@ cd "$(dirname "$0")"
 . hack/common.sh
 need_root
 
-apt_install "${RUNTIME_DEBS[@]}" "${TEST_DEBS[@]}"
+apt_install "${RUNTIME_DEBS[@]}" "${TEST_DEBS[@]}" "${PLAYGROUND_TEST_DEBS[@]}"
 make_venv .venv -e ".[dev]"
 PY=.venv/bin/python
 

@@ -7,6 +7,10 @@ RUNTIME_DEBS=(runc conmon containernetworking-plugins catatonit iptables iproute
 # What the test suite adds: a real registry and image tools, busybox to build test images.
 # containerd: bench/compare.py measures against it (its --quick form runs with the tests).
 TEST_DEBS=(docker-registry skopeo umoci apache2-utils procps containerd)
+# What the playground image adds (Dockerfile.playground): its registry and image tools, things to
+# look around with. Its tests (tests/e2e/playground.sh) need podman and debootstrap on the host.
+PLAYGROUND_DEBS=(docker-registry skopeo umoci curl jq procps iputils-ping less)
+PLAYGROUND_TEST_DEBS=(podman debootstrap)
 
 need_root() {
     if [ "$(id -u)" != 0 ]; then
