@@ -15,6 +15,7 @@ from typing import Any
 
 from crio_py.client import output
 from crio_py.client.connection import ClientError, Connection
+from crio_py.client.exec_stream import StreamError, run_exec
 from crio_py.client.files import ConfigFileError, load_message
 from crio_py.client.logs import print_log
 from crio_py.cri import api_pb2 as pb
@@ -77,6 +78,7 @@ def add_commands(sub: Any) -> None:
     exec_ = sub.add_parser("exec", parents=c, help="run a command in a running container")
     exec_.add_argument("-i", "--interactive", action="store_true", help="keep stdin open")
     exec_.add_argument("-t", "--tty", action="store_true", help="allocate a terminal")
+    exec_.add_argument("-s", "--sync", action="store_true", help="ExecSync: the output once the command ends")
     exec_.add_argument("id", metavar="ID")
     exec_.add_argument("cmd", nargs=argparse.REMAINDER, metavar="CMD")
     logs = sub.add_parser("logs", parents=c, help="print a container's log")
@@ -285,11 +287,19 @@ def rmp(conn: Connection, ns: argparse.Namespace) -> int:
 def exec_(conn: Connection, ns: argparse.Namespace) -> int:
     if not ns.cmd:
         raise ClientError("INVALID_ARGUMENT: exec needs a command after the container id")
-    if ns.interactive or ns.tty:
-        raise ClientError(
-            "UNIMPLEMENTED: -i/-t need the streaming Exec, which this crio-py does not serve yet; "
-            "run the command without them (its output is printed when it ends)"
-        )
+    if not ns.sync:
+        req = pb.ExecRequest(container_id=ns.id, cmd=ns.cmd, tty=ns.tty, stdin=ns.interactive, stdout=True,
+                             stderr=not ns.tty)  # a terminal carries both streams
+        try:
+            url = conn.runtime("Exec", req).url
+        except ClientError as exc:
+            if not str(exc).startswith("UNIMPLEMENTED") or ns.interactive or ns.tty:
+                raise
+        else:
+            try:
+                return run_exec(url, stdin=ns.interactive, tty_=ns.tty)
+            except StreamError as exc:
+                raise ClientError(f"UNAVAILABLE: {exc}") from None
     resp = conn.runtime("ExecSync", pb.ExecSyncRequest(container_id=ns.id, cmd=ns.cmd, timeout=0),
                         timeout=ns.timeout)
     sys.stdout.buffer.write(resp.stdout)

@@ -33,8 +33,10 @@ CTR_JSON = {
 }
 
 
-def crio_py(daemon: DaemonHandle, *args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(daemon.command(*args), capture_output=True, text=True, timeout=120)
+def crio_py(
+    daemon: DaemonHandle, *args: str, code: int = 0, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(daemon.command(*args), capture_output=True, text=True, timeout=120, input=stdin)
     assert proc.returncode == code, (args, proc.returncode, proc.stdout, proc.stderr)
     return proc
 
@@ -79,9 +81,17 @@ def test_pod_and_container_lifecycle_through_the_client(
     assert running[0] == cid[:13] and running[1] == busybox and running[3:] == [
         "Running", "talker", "0", pod_id[:13], "cli-pod"]
 
-    assert out(daemon, "exec", cid, "sh", "-c", "echo out; echo err >&2") == "out\n"
-    assert crio_py(daemon, "exec", cid, "sh", "-c", "exit 3", code=3).stdout == ""
-    assert out(daemon, "exec", cid, "hostname") == "cli-pod\n"
+    # Streamed (Exec over WebSocket), and with -s through ExecSync: the same outcome.
+    for sync in ([], ["-s"]):
+        both = crio_py(daemon, "exec", *sync, cid, "sh", "-c", "echo out; echo err >&2")
+        assert (both.stdout, both.stderr) == ("out\n", "err\n")
+        assert crio_py(daemon, "exec", *sync, cid, "sh", "-c", "exit 3", code=3).stdout == ""
+        assert out(daemon, "exec", *sync, cid, "hostname") == "cli-pod\n"
+    assert crio_py(daemon, "exec", "-i", cid, "tr", "a-z", "A-Z", stdin="from stdin\n").stdout == "FROM STDIN\n"
+    on_tty = crio_py(daemon, "exec", "-it", cid, "sh", "-c", "tty; read line; echo got $line", stdin="typed\n")
+    # A terminal: tty names it, the typed line is echoed by it (whenever it arrives) and read.
+    lines = on_tty.stdout.splitlines()
+    assert sorted(lines) == ["/dev/pts/0", "got typed", "typed"] and lines[-1] == "got typed"
 
     inspected = json.loads(out(daemon, "inspect", cid))
     assert inspected["status"]["state"] == "CONTAINER_RUNNING"
