@@ -317,6 +317,10 @@ class OCIRuntime:
         terminal's (width, height) from the start.
         """
         process = self._exec_spec(id, argv, tty)
+        if tty and size:
+            # runc sizes the container's console before the command runs; the host pty's size only
+            # reaches it after the start, too late for a command that asks at once (`stty size`).
+            process["consoleSize"] = {"width": size[0], "height": size[1]}
         tmp = Path(tempfile.mkdtemp(prefix="crio-py-exec-"))
         try:
             process_file, pid_file = tmp / "process.json", tmp / "pid"
