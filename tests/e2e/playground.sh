@@ -52,6 +52,7 @@ if [ ! -d "$wheels" ]; then
       "$PYTHON" -m pip download -q --dest "$work/wheels" setuptools wheel; } >"$work/pip.log" 2>&1 ||
         { cat "$work/pip.log"; exit 1; }
     rm -f "$work"/wheels/crio_py-*.whl
+    rm -rf "$(dirname "$wheels")"/wheels-*   # those of an older pyproject.toml
     mkdir -p "$(dirname "$wheels")"
     mv "$work/wheels" "$wheels"
 fi
