@@ -10,6 +10,7 @@ import secrets
 import socket
 import threading
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import grpc
 import pytest
@@ -197,6 +198,11 @@ def test_bad_and_reused_tokens_are_404(daemon: DaemonHandle, sleeper: str) -> No
     assert http_status(url, upgrade)[0] == 404  # used once already
     assert http_status(f"{base}/nothing-here", upgrade)[0] == 404
     assert http_status(exec_url(daemon, sleeper, "true"))[0] == 400  # no upgrade
+    host, port = urlsplit(base).hostname, urlsplit(base).port
+    with socket.create_connection((host, port), timeout=10) as garbage:
+        garbage.sendall(b"\x16\x03\x01 not http at all\r\n\r\n")
+        assert garbage.recv(100).startswith(b"HTTP/1.1 400 ")
+    assert spdy_exec(exec_url(daemon, sleeper, "echo", "up"))[0] == b"up\n"
 
 
 def test_malformed_spdy_closes_that_connection_only(daemon: DaemonHandle, sleeper: str) -> None:
