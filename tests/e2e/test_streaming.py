@@ -8,6 +8,8 @@ import json
 import os
 import secrets
 import socket
+import ssl
+import subprocess
 import threading
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -434,3 +436,24 @@ def test_idle_sessions_and_too_many_sessions(
     finally:
         client.close()
     assert ws_exec(exec_url(daemon_handle, cid, "echo", "free again"))[0] == b"free again\n"
+
+
+def test_tls(daemon_handle: DaemonHandle, registry: Registry, cgroup_parent: str, tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    daemon_handle.config["streaming"] = {"tls_cert": str(cert), "tls_key": str(key)}
+    daemon_handle.start()
+    ref = f"{registry.host}/{BUSYBOX_REPO}:latest"
+    daemon_handle.images.PullImage(pb.PullImageRequest(image=pb.ImageSpec(image=ref)), timeout=120)
+    pod = Pod(daemon_handle, ref, pod_config(cgroup_parent=cgroup_parent, log_directory=str(tmp_path / "logs")))
+    cid = pod.run("sleeper", "sleep", "100000")
+    url = exec_url(daemon_handle, cid, "echo", "over tls")
+    assert url.startswith("https://127.0.0.1:")
+    out, _, status = spdy_exec(url, tls=ssl.create_default_context(cafile=str(cert)))
+    assert out == b"over tls\n" and status == {"metadata": {}, "status": "Success"}
+    with pytest.raises(ConnectionError):  # plain HTTP gets no answer from a TLS server
+        SpdyClient(exec_url(daemon_handle, cid, "true"), ["v4.channel.k8s.io"])

@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -83,7 +84,8 @@ class ClientStream:
 
     def wait_for_data(self, predicate: Callable[[bytes], bool], timeout: float = TIMEOUT) -> bytes:
         self.client.wait_for(
-            lambda: predicate(bytes(self.data)) or self.fin or self.client.closed, timeout,
+            lambda: predicate(bytes(self.data)) or self.fin or self.client.closed,
+            timeout,
             f"stream data (have {bytes(self.data)[-200:]!r})",
         )
         return bytes(self.data)
@@ -92,7 +94,14 @@ class ClientStream:
 class SpdyClient(_Waitable):
     """A SPDY/3.1 client connection after the HTTP upgrade."""
 
-    def __init__(self, url: str, protocols: list[str], flow_control: bool = False, websocket: bool = False):
+    def __init__(
+        self,
+        url: str,
+        protocols: list[str],
+        flow_control: bool = False,
+        websocket: bool = False,
+        tls: ssl.SSLContext | None = None,
+    ):
         super().__init__()
         parts = urlsplit(url)
         if websocket:  # SPDY tunnelled in WebSocket messages, as client-go's port-forward dialer does
@@ -102,6 +111,8 @@ class SpdyClient(_Waitable):
             self._start(flow_control)
             return
         self.sock = socket.create_connection((parts.hostname, parts.port), timeout=TIMEOUT)
+        if tls is not None:
+            self.sock = tls.wrap_socket(self.sock, server_hostname=parts.hostname)
         request = [
             f"POST {parts.path} HTTP/1.1",
             f"Host: {parts.netloc}",
@@ -201,9 +212,10 @@ def spdy_exec(
     tty: bool = False,
     stderr: bool = True,
     protocol: str = "v4.channel.k8s.io",
+    tls: ssl.SSLContext | None = None,
 ) -> tuple[bytes, bytes, dict[str, object] | bytes]:
     """Run a remote command as client-go does: open the streams, send stdin, collect output and status."""
-    client = SpdyClient(url, [protocol])
+    client = SpdyClient(url, [protocol], tls=tls)
     try:
         error = client.open({"streamType": "error"})
         streams = {}
