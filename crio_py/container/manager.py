@@ -235,11 +235,11 @@ class ContainerManager:
                 reason = "ContainerCannotRun"
             else:
                 reason = "Completed" if status.exit_code == 0 else "Error"
-            self.transition(
+            recorded = self.transition(
                 ctr, EXITED, exit_code=status.exit_code, reason=reason, message="",
                 finished_at_ns=status.finished_at_ns or time.time_ns(),
             )  # fmt: skip
-        if reason == "OOMKilled":
+        if recorded and reason == "OOMKilled":  # an exit told twice (pushed, then read) counts once
             metrics.CONTAINERS_OOM.inc()
 
     def _await_exit(self, ctr: Container, timeout: float) -> bool:
