@@ -230,6 +230,8 @@ class SpdySession:
     async def run(self) -> None:
         """Read and dispatch frames until the connection ends."""
         self.send(spdy.Settings({spdy.SETTINGS_INITIAL_WINDOW_SIZE: RECEIVE_WINDOW}))
+        # The session's window starts at 64 KiB whatever SETTINGS says: open it to match the streams'.
+        self.send(spdy.WindowUpdate(0, RECEIVE_WINDOW - spdy.DEFAULT_WINDOW))
         self._idle.start()
         try:
             while not self.closed:

@@ -145,6 +145,10 @@ def test_streams_are_replied_read_and_half_closed() -> None:
         peer.send(spdy.SynStream(1, {"streamtype": ["stdin"]}), spdy.DataFrame(1, b"abc"), spdy.DataFrame(1, b"d", 1))
         await _settle()
         (stream,) = opened
+        assert peer.transport.sent[:2] == [  # what a flow-controlled peer may send us, per stream and in all
+            spdy.Settings({spdy.SETTINGS_INITIAL_WINDOW_SIZE: 1 << 20}),
+            spdy.WindowUpdate(0, (1 << 20) - spdy.DEFAULT_WINDOW),
+        ]
         assert stream.headers == {"streamtype": "stdin"}
         assert spdy.SynReply(1, {}) in peer.transport.sent
         assert await stream.read() == b"abcd"
