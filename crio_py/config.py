@@ -48,6 +48,7 @@ class CNIConfig:
     cache_dir: str = "/var/lib/cni/crio-py"
     plugin_timeout: int = 60
     plugin_service: bool = True
+    require_network: bool = True
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,10 @@ from crio_py.config import Config, ConfigSources
 from crio_py.container import ContainerManager
 from crio_py.events import EventBus
 from crio_py.image import ImageManager
+from crio_py.lifecycle import PodLifecycle
 from crio_py.monitor import ExitWatcher, MonitorClient
 from crio_py.network import CNIManager, PluginService
+from crio_py.oci import RuntimeRegistry
 from crio_py.sandbox import SandboxManager
 from crio_py.server.grpc_server import CRIServer
 from crio_py.server.image_service import ImageService
@@ -117,11 +119,16 @@ class Daemon:
         self.exit_watcher = ExitWatcher()
         monitors = MonitorClient(Path(cfg.run_root) / "monitors", watcher=self.exit_watcher)
         self.events = EventBus()
-        self.sandboxes = SandboxManager(config, store, self.images, self.network, monitors, self.events)
-        self.containers = ContainerManager(config, store, self.images, self.sandboxes, monitors, self.events)
+        runtimes = RuntimeRegistry(config)
+        self.sandboxes = SandboxManager(config, store, self.images, self.network, monitors, self.events, runtimes)
+        self.containers = ContainerManager(
+            config, store, self.images, monitors, self.events, runtimes, self.sandboxes.find_exact
+        )
+        self.lifecycle = PodLifecycle(self.sandboxes, self.containers, monitors, runtimes)
         self.sandboxes.restore()
-        self.exit_watcher.start(self.containers.on_exit, self.containers.on_monitor_gone)
         self.containers.restore()
+        self.exit_watcher.start(self.lifecycle.on_exit, self.lifecycle.on_monitor_gone)
+        self.lifecycle.restore()
         self.network.gc(self.sandboxes.attachments())
         containers, sandboxes = self.containers, self.sandboxes
         self.stats = StatsCollector(lambda: writable_layers(containers), lambda: [p.id for p in sandboxes.list()])
@@ -132,7 +139,7 @@ class Daemon:
         self.streaming = StreamingServer(StreamingBackend(self.containers, self.sandboxes, monitors), cfg.streaming)
         self.streaming.start()
         runtime = RuntimeService(
-            config, self.network.status, self.sandboxes, self.containers, self.stats, self.events, self.streaming
+            config, self.network.status, self.lifecycle, self.stats, self.events, self.streaming
         )
         self.server = CRIServer(Path(cfg.listen), runtime, ImageService(self.images))
         self.server.start()

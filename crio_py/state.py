@@ -171,6 +171,11 @@ class NameRegistry:
                 raise AlreadyExists(f"{self.what} name {name!r} is reserved for {holder}")
             self._holders[name] = object_id
 
+    def holder(self, name: str) -> str | None:
+        """The id holding ``name``, if any."""
+        with self._lock:
+            return self._holders.get(name)
+
     def release(self, name: str, object_id: str | None = None) -> None:
         """Free ``name`` (only if still held by ``object_id`` when one is given)."""
         with self._lock:

@@ -12,12 +12,15 @@ waiters (StopContainer waits there for the exit, with its timeout).
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import shutil
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from crio_py import cgroups, metrics, spec, trace
@@ -29,6 +32,7 @@ from crio_py.container.model import (
     LEGAL,
     LIVE,
     REMOVED,
+    REMOVING,
     RUNNING,
     UNKNOWN,
     Container,
@@ -38,11 +42,11 @@ from crio_py.cri import api_pb2 as pb
 from crio_py.errors import CrioError, DeadlineExceeded, FailedPrecondition, Internal, InvalidArgument, NotFound
 from crio_py.events import ContainerEvent, EventBus, EventKind
 from crio_py.image import ImageManager
-from crio_py.monitor import MONITOR_GONE_REASON, ExitStatus, MonitorClient, MonitorError
-from crio_py.oci import ExecResult, OCIRuntime
+from crio_py.monitor import MONITOR_GONE_REASON, CreateRequest, ExitStatus, MonitorClient, MonitorError
+from crio_py.oci import ExecResult, OCIRuntime, RuntimeRegistry
 from crio_py.proc import boot_id, same_process, start_time, start_time_ns
-from crio_py.sandbox import Sandbox, SandboxManager
 from crio_py.sandbox.log_dir import container_log_path, pod_log_directory
+from crio_py.sandbox.model import Sandbox
 from crio_py.spec.limits import linux_resources
 from crio_py.spec.mounts import check_mount_propagation
 from crio_py.state import IdIndex, NameRegistry, RecordStore, new_id
@@ -62,24 +66,32 @@ REBOOT_REASON = "NodeRebooted"
 
 
 class ContainerManager:
-    """Owns every container's record, rootfs and runtime state; pods come from SandboxManager."""
+    """Owns every container's record, rootfs and runtime state.
+
+    A peer of SandboxManager: pods are given to it (``create``) or looked up through ``pods``
+    (pod id -> Sandbox or None); what spans both (a pod's stop and removal, exit routing) is
+    crio_py.lifecycle's.
+    """
 
     def __init__(
         self,
         config: Callable[[], Config],
         store: RecordStore,
         images: ImageManager,
-        sandboxes: SandboxManager,
         monitors: MonitorClient,
         events: EventBus,
+        runtimes: RuntimeRegistry,
+        pods: Callable[[str], Sandbox | None],
     ):
         self._config = config
         self._store = store
         self._images = images
-        self._sandboxes = sandboxes
         self._monitors = monitors
         self._events = events
+        self._runtimes = runtimes
+        self._pods = pods
         self._containers: dict[str, Container] = {}
+        self._image_leases: Counter[str] = Counter()
         self._lock = threading.Lock()
         self.ids = IdIndex("container")
         self.names = NameRegistry("container")
@@ -91,10 +103,8 @@ class ContainerManager:
     def restore(self) -> None:
         """Rebuild memory from the records (after the pods'); undo creations a crash interrupted.
 
-        Then the real state: containers of another boot are EXITED (a reboot ended them), every
-        pod's monitor is watched again (exits recorded while the daemon was down arrive, a dead
-        monitor is noticed), and the runtime says which created containers really run (a start
-        the daemon died in the middle of).
+        Containers of another boot are EXITED: a reboot ended them. Once the monitors are
+        watched again, ``finish_interrupted_starts`` asks the runtime about the rest.
         """
         this_boot = boot_id()
         for cid, record in self._store.load_all(KIND).items():
@@ -103,31 +113,34 @@ class ContainerManager:
             except (KeyError, TypeError, ValueError) as exc:
                 log.error("unreadable container record skipped", extra={"container_id": cid, "error": str(exc)})
                 continue
-            if ctr.phase == CREATING or self._sandboxes.find(ctr.pod_id) is None:
+            if ctr.phase == CREATING or self._pods(ctr.pod_id) is None:
                 log.warning("undoing an interrupted or orphaned container", extra={"container_id": cid})
-                self._teardown(ctr)
-                self.transition(ctr, REMOVED)
+                # Kept (on disk only) if a step fails: tried again at the next start.
+                self.transition(ctr, REMOVED if not self._teardown(ctr) else REMOVING)
                 continue
             self._containers[cid] = ctr
             self.ids.add(cid)
+            if ctr.phase == REMOVING and not self._teardown(ctr):
+                log.info("unfinished container removal finished", extra={"container_id": cid})
+                self.transition(ctr, REMOVED)
+                continue
             if ctr.phase in LIVE and ctr.boot_id and ctr.boot_id != this_boot:
                 self.transition(
                     ctr, EXITED, exit_code=255, reason=REBOOT_REASON, finished_at_ns=time.time_ns(),
                     message="the node rebooted while the container existed",
                 )  # fmt: skip
         self.names.rebuild((c.name, c.id) for c in self._containers.values())
-        for pod in self._sandboxes.list():
-            if pod.boot_id == this_boot or not pod.boot_id:
-                self._monitors.watch(pod.id)
+        log.info("containers restored", extra={"count": len(self._containers)})
+
+    def finish_interrupted_starts(self) -> None:
+        """Containers recorded CREATED that the runtime says run: the daemon died during their start."""
         for ctr in self.list():
             if ctr.phase == CREATED:
                 self._finish_interrupted_start(ctr)
-        log.info("containers restored", extra={"count": len(self._containers)})
 
     def _finish_interrupted_start(self, ctr: Container) -> None:
-        """A container recorded CREATED that the runtime says runs: the daemon died during its start."""
         try:
-            state = self._runtime(ctr).state(ctr.id)
+            state = self.runtime_of(ctr).state(ctr.id)
         except CrioError as exc:
             log.warning("runtime state unavailable", extra={"container_id": ctr.id, "error": str(exc)})
             return
@@ -147,13 +160,14 @@ class ContainerManager:
         """
         with ctr.lock:
             old = ctr.phase
-            if phase not in LEGAL[old]:
+            # The same phase again changes fields only (not after removal).
+            if (phase == old == REMOVED) or (phase != old and phase not in LEGAL[old]):
                 log.debug("container transition refused", extra={"container_id": ctr.id, "from": old, "to": phase})
                 return False
             if phase == REMOVED:
                 self._store.delete(KIND, ctr.id)
             else:
-                self._store.write(KIND, ctr.id, {**ctr.to_record(), **changes, "phase": phase})
+                self._store.write(KIND, ctr.id, dataclasses.replace(ctr, phase=phase, **changes).to_record())
             ctr.phase = phase
             for name, value in changes.items():
                 setattr(ctr, name, value)
@@ -167,7 +181,7 @@ class ContainerManager:
                     self._containers[ctr.id] = ctr
                 self.ids.add(ctr.id)
             for kind in _container_events(old, phase):
-                self._events.publish(ContainerEvent(kind, ctr.id, ctr.pod_id, self._sandboxes.find_exact(ctr.pod_id)))
+                self._events.publish(ContainerEvent(kind, ctr.id, ctr.pod_id, self._pods(ctr.pod_id)))
             ctr.changed.notify_all()
         if phase in (EXITED, UNKNOWN) and old != phase:
             log.info(
@@ -181,10 +195,7 @@ class ContainerManager:
     # ---- exits (from the exit watcher) -------------------------------------------------
 
     def on_exit(self, pod_id: str, container_id: str, status: ExitStatus) -> None:
-        """A monitor reaped ``container_id`` (the pod's own id: its pause container)."""
-        if container_id == pod_id:
-            self._sandboxes.on_pause_exit(pod_id)
-            return
+        """A monitor reaped ``container_id``; an id nobody knows (any more) is ignored."""
         ctr = self.find_exact(container_id)
         if ctr is not None and ctr.pod_id == pod_id:
             self._record_exit(ctr, status)
@@ -196,7 +207,6 @@ class ContainerManager:
         flagged (its output is no longer logged), and is watched through a pidfd; one that is
         gone with no record is UNKNOWN.
         """
-        self._sandboxes.on_monitor_gone(pod_id)
         monitor = self._monitors.pod_monitor(pod_id)
         for ctr in self.in_pod(pod_id):
             with ctr.lock:
@@ -287,7 +297,7 @@ class ContainerManager:
             "pid": ctr.pid,
             "sandboxID": ctr.pod_id,
             "runtimeHandler": ctr.runtime_handler,
-            "runtime": self._runtime(ctr).binary(),
+            "runtime": self.runtime_of(ctr).binary(),
             "bundle": ctr.bundle,
             "cgroupsPath": ctr.cgroups_path,
             "runtimeSpec": spec.read_spec(Path(ctr.bundle)) if ctr.bundle else None,
@@ -297,11 +307,27 @@ class ContainerManager:
         return [c for c in self.list() if c.pod_id == pod_id]
 
     def image_in_use(self, image_id: str) -> bool:
+        """Used by a container, or leased by a creation in flight (RemoveImage must refuse)."""
+        with self._lock:
+            if self._image_leases[image_id]:
+                return True
         return any(c.image_id == image_id for c in self.list())
+
+    @contextlib.contextmanager
+    def _image_lease(self, image_id: str) -> Iterator[None]:
+        with self._lock:
+            self._image_leases[image_id] += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._image_leases[image_id] -= 1
+                if not self._image_leases[image_id]:
+                    del self._image_leases[image_id]
 
     # ---- create ------------------------------------------------------------------------
 
-    def create(self, pod_id: str, config: pb.ContainerConfig) -> Container:
+    def create(self, pod: Sandbox, config: pb.ContainerConfig) -> Container:
         """Create (not start) a container in a ready pod; undo everything on failure."""
         if not config.metadata.name:
             raise InvalidArgument("container metadata.name must not be empty")
@@ -309,8 +335,7 @@ class ContainerManager:
             raise InvalidArgument("container image must not be empty")
         if config.log_path and (config.log_path.startswith("/") or ".." in config.log_path.split("/")):
             raise InvalidArgument(f"log_path {config.log_path!r} must be relative to the pod's log_directory")
-        pod = self._sandboxes.get(pod_id)
-        if self._sandboxes.state(pod) != pb.SANDBOX_READY:
+        if not pod.ready():
             raise FailedPrecondition(f"pod sandbox {pod.id} is not ready: cannot create containers in it")
         trace.mark("image lookup")
         image = self._images.find(config.image.image)
@@ -340,8 +365,12 @@ class ContainerManager:
         trace.owner(ctr.id, pod.id)
         trace.mark("name reservation")
         self.names.reserve(ctr.name, ctr.id)
-        with UndoStack("CreateContainer", **ctx) as undo:
+        with self._image_lease(image.id), UndoStack("CreateContainer", **ctx) as undo:
             undo.push("release name", lambda: self.names.release(ctr.name, ctr.id))
+            # Leased, the image can no longer go; it must still be there (RemoveImage may have
+            # taken it between the lookup and the lease).
+            if self._images.find(image.id) is None:
+                raise NotFound(f"image {config.image.image!r} was removed: pull it again")
             self.transition(ctr, CREATING)
             undo.push("delete record", lambda: self.transition(ctr, REMOVED))
             self._create(ctr, pod, cfg, undo)
@@ -370,7 +399,7 @@ class ContainerManager:
             for created in spec.ensure_host_paths(ctr.config.mounts):
                 undo.push("host path", lambda p=created: shutil.rmtree(p, ignore_errors=True))
             check_mount_propagation(ctr.config.mounts)
-            runtime = self._sandboxes.runtime(ctr.runtime_handler)
+            runtime = self.runtime_of(ctr)
             oci_spec = spec.container_spec(
                 spec.ContainerSpecContext(
                     container_id=ctr.id,
@@ -382,7 +411,7 @@ class ContainerManager:
                     cgroup_parent=pod.cgroup_parent,
                     settings=cfg,
                     namespace_paths=self._namespace_paths(ctr.config, pod),
-                    pod_files=self._sandboxes.pod_files(pod),
+                    pod_files=pod.files(),
                     recursive_read_only_supported=runtime.supports_recursive_read_only(),
                     annotations={"io.kubernetes.cri.image-name": ctr.image_name},
                 )
@@ -395,17 +424,12 @@ class ContainerManager:
             step = trace.mark("runtime create")
             undo.push("runtime delete", lambda: runtime.delete(ctr.id, force=True))
             undo.push("cgroup", lambda: cgroups.remove_cgroup(ctr.cgroups_path))
-            ctr.pid = self._sandboxes.create_in_monitor(
-                pod.id,
-                runtime,
-                ctr.id,
-                bundle,
-                Path(ctr.log_path),
-                tty=ctr.config.tty,
-                stdin=ctr.config.stdin,
-                stdin_once=ctr.config.stdin_once,
+            request = CreateRequest.for_runtime(
+                runtime.base_argv(), ctr.id, bundle, Path(ctr.log_path),
+                tty=ctr.config.tty, stdin=ctr.config.stdin, stdin_once=ctr.config.stdin_once,
                 log_size_max=cfg.log_size_max,
-            )
+            )  # fmt: skip
+            ctr.pid = self._monitors.ensure_pod_monitor(pod.id).create_container(request)
             ctr.pid_start = start_time(ctr.pid)
         except MonitorError as exc:
             raise Internal(f"CreateContainer {ctr.id}: {step}: {exc}") from exc
@@ -414,7 +438,7 @@ class ContainerManager:
 
     def _namespace_paths(self, config: pb.ContainerConfig, pod: Sandbox) -> dict[str, str]:
         """The pod's namespaces to join; for pid TARGET (ephemeral containers) the target's pid ns."""
-        paths = self._sandboxes.namespace_paths(pod)
+        paths = pod.namespace_paths()
         ns = config.linux.security_context.namespace_options
         if ns.pid == pb.TARGET:
             target = self.get(ns.target_id)
@@ -432,7 +456,7 @@ class ContainerManager:
                 raise FailedPrecondition(
                     f"container {ctr.id} is {ctr.phase}: only a created container can be started"
                 )
-            runtime = self._runtime(ctr)
+            runtime = self.runtime_of(ctr)
             # Taken before the start: a quick container's recorded exit must not precede it.
             started_at = time.time_ns()
             trace.owner(ctr.id, ctr.pod_id)
@@ -455,7 +479,7 @@ class ContainerManager:
         """
         if ctr.phase not in LIVE:
             return
-        runtime = self._runtime(ctr)
+        runtime = self.runtime_of(ctr)
         if timeout > 0:
             runtime.kill(ctr.id, _signal_number(ctr.stop_signal))
             if self._await_exit(ctr, timeout):
@@ -471,13 +495,21 @@ class ContainerManager:
         with ctr.lock:
             if ctr.phase == REMOVED:
                 return
-            self._teardown(ctr)
+            failed = self._teardown(ctr)
+            if failed:
+                # Nothing is forgotten while any of its resources might remain.
+                self.transition(ctr, REMOVING)
+                raise Internal(
+                    f"RemoveContainer {ctr.id}: {'; '.join(failed)}; the container is kept and its removal "
+                    "is retried by the next RemoveContainer and at start-up"
+                )
             self.transition(ctr, REMOVED)
         log.info("container removed", extra={"container_id": ctr.id, "pod_id": ctr.pod_id})
 
-    def _teardown(self, ctr: Container) -> None:
+    def _teardown(self, ctr: Container) -> list[str]:
+        """Delete everything the container may hold, whatever phase it reached; the failed steps."""
         steps: list[tuple[str, Callable[[], object]]] = [
-            ("runtime delete", lambda: self._runtime(ctr).delete(ctr.id, force=True)),
+            ("runtime delete", lambda: self.runtime_of(ctr).delete(ctr.id, force=True)),
         ]
         if ctr.rootfs:
             steps.append(("rootfs", lambda: mounts.unmount(Path(ctr.rootfs))))
@@ -485,27 +517,16 @@ class ContainerManager:
             steps.append(("bundle", lambda: shutil.rmtree(ctr.bundle, ignore_errors=True)))
         if ctr.cgroups_path:
             steps.append(("cgroup", lambda: cgroups.remove_cgroup(ctr.cgroups_path)))
+        failed = []
         for step, action in steps:
             try:
                 action()
             except Exception as exc:
+                failed.append(f"{step}: {exc}")
                 log.error(
                     "container teardown step failed", extra={"container_id": ctr.id, "step": step, "error": str(exc)}
                 )
-
-    # ---- pods --------------------------------------------------------------------------
-
-    def stop_pod(self, pod: Sandbox, timeout: int = 10) -> None:
-        """StopPodSandbox: stop every container of the pod (graceful, then forced), then the pod."""
-        for ctr in self.in_pod(pod.id):
-            self.stop(ctr, timeout)
-        self._sandboxes.stop(pod)
-
-    def remove_pod(self, pod: Sandbox) -> None:
-        """RemovePodSandbox: remove every container of the pod, then the pod."""
-        for ctr in self.in_pod(pod.id):
-            self.remove(ctr)
-        self._sandboxes.remove(pod)
+        return failed
 
     def _is_running(self, ctr: Container) -> bool:
         return ctr.phase == RUNNING
@@ -517,7 +538,7 @@ class ContainerManager:
             raise InvalidArgument("exec command must not be empty")
         if not self._is_running(ctr):
             raise FailedPrecondition(f"container {ctr.id} is not running")
-        result = self._runtime(ctr).exec_sync(ctr.id, cmd, timeout=float(timeout) if timeout > 0 else None)
+        result = self.runtime_of(ctr).exec_sync(ctr.id, cmd, timeout=float(timeout) if timeout > 0 else None)
         if result.timed_out:
             raise DeadlineExceeded(f"command {cmd[0]!r} in container {ctr.id} timed out after {timeout}s")
         return result
@@ -525,10 +546,12 @@ class ContainerManager:
     def update_resources(self, ctr: Container, resources: pb.LinuxContainerResources) -> None:
         if not self._is_running(ctr) and ctr.phase != CREATED:
             raise FailedPrecondition(f"container {ctr.id} is not running")
-        self._runtime(ctr).update(ctr.id, linux_resources(resources, f"container {ctr.id}", ctr.cgroups_path))
-        with ctr.lock:  # ContainerStatus reports the limits in force (kubelet compares them for in-place resize)
-            ctr.config.linux.resources.CopyFrom(resources)
-            self._store.write(KIND, ctr.id, ctr.to_record())
+        self.runtime_of(ctr).update(ctr.id, linux_resources(resources, f"container {ctr.id}", ctr.cgroups_path))
+        # ContainerStatus reports the limits in force (kubelet compares them for in-place resize).
+        config = pb.ContainerConfig()
+        config.CopyFrom(ctr.config)
+        config.linux.resources.CopyFrom(resources)
+        self.transition(ctr, ctr.phase, config=config)
 
     def reopen_log(self, ctr: Container) -> None:
         if not self._is_running(ctr):
@@ -538,8 +561,9 @@ class ContainerManager:
         except MonitorError as exc:
             raise Internal(f"ReopenContainerLog {ctr.id}: {exc}") from exc
 
-    def _runtime(self, ctr: Container) -> OCIRuntime:
-        return self._sandboxes.runtime(ctr.runtime_handler)
+    def runtime_of(self, ctr: Container) -> OCIRuntime:
+        """The OCI runtime of the container's handler."""
+        return self._runtimes.get(ctr.runtime_handler)
 
 
 def _container_events(old: str, new: str) -> tuple[EventKind, ...]:

@@ -13,15 +13,19 @@ CREATED = "created"
 RUNNING = "running"
 EXITED = "exited"
 UNKNOWN = "unknown"  # gone, but its monitor died first: nobody could record how it ended
+# A removal a step of which failed (busy mount or cgroup, runc delete): the record stays, and
+# the removal is retried by the next RemoveContainer and at start-up.
+REMOVING = "removing"
 REMOVED = "removed"  # in memory only: the record is gone; later events about it are ignored
 
 # The transitions ContainerManager.transition() allows (same phase: fields change).
 LEGAL = {
-    CREATING: {CREATING, CREATED, REMOVED},
-    CREATED: {RUNNING, EXITED, UNKNOWN, REMOVED},
+    CREATING: {CREATING, CREATED, REMOVING, REMOVED},
+    CREATED: {RUNNING, EXITED, UNKNOWN, REMOVING, REMOVED},
     RUNNING: {RUNNING, EXITED, UNKNOWN},
-    UNKNOWN: {EXITED, REMOVED},
-    EXITED: {REMOVED},
+    UNKNOWN: {EXITED, REMOVING, REMOVED},
+    EXITED: {REMOVING, REMOVED},
+    REMOVING: {REMOVING, REMOVED},
     REMOVED: set(),
 }
 # Phases in which the container's process may still run.
@@ -32,6 +36,7 @@ CRI_STATE = {
     RUNNING: pb.CONTAINER_RUNNING,
     EXITED: pb.CONTAINER_EXITED,
     UNKNOWN: pb.CONTAINER_UNKNOWN,
+    REMOVING: pb.CONTAINER_EXITED,
 }
 
 

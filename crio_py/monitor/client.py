@@ -73,6 +73,22 @@ class CreateRequest:
     # The monitor kills the runtime after this long; the call fails shortly after.
     timeout: float = 60.0
 
+    @classmethod
+    def for_runtime(
+        cls, runtime_argv: list[str], container_id: str, bundle: Path, log_path: Path, **options: Any
+    ) -> CreateRequest:
+        """A request for a runtime whose command line (binary, ``--root``, root, global options)
+        is ``runtime_argv`` (OCIRuntime.base_argv())."""
+        return cls(
+            container_id=container_id,
+            bundle=bundle,
+            runtime_path=runtime_argv[0],
+            runtime_root=Path(runtime_argv[2]),
+            runtime_args=tuple(runtime_argv[3:]),
+            log_path=log_path,
+            **options,
+        )
+
 
 @dataclass(frozen=True)
 class ExitStatus:

@@ -12,6 +12,7 @@ its monitor (``on_pause_exit``), or through a pidfd when the monitor is gone.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -27,11 +28,11 @@ from crio_py.errors import FailedPrecondition, Internal, InvalidArgument, NotFou
 from crio_py.events import ContainerEvent, EventBus, EventKind
 from crio_py.image import ImageManager
 from crio_py.monitor import CreateRequest, MonitorClient, MonitorError
-from crio_py.oci import OCIRuntime
+from crio_py.oci import RuntimeRegistry
 from crio_py.proc import boot_id, same_process, start_time, wait_gone
 from crio_py.sandbox import pod_files
 from crio_py.sandbox.log_dir import owns_log_directory, pod_log_directory
-from crio_py.sandbox.model import CREATING, LEGAL, NOTREADY, READY, REMOVED, Sandbox, reserved_name
+from crio_py.sandbox.model import CREATING, LEGAL, NOTREADY, READY, REMOVED, REMOVING, Sandbox, reserved_name
 from crio_py.sandbox.validate import check_pod_config
 from crio_py.spec.security import pod_sysctls
 from crio_py.state import IdIndex, NameRegistry, RecordStore, new_id
@@ -55,6 +56,7 @@ class SandboxManager:
         cni: network.CNIManager,
         monitors: MonitorClient,
         events: EventBus,
+        runtimes: RuntimeRegistry,
     ):
         self._config = config
         self._store = store
@@ -64,7 +66,7 @@ class SandboxManager:
         self._events = events
         self._pods: dict[str, Sandbox] = {}
         self._lock = threading.Lock()
-        self._runtimes: dict[tuple[str, str], OCIRuntime] = {}
+        self._runtimes = runtimes
         self.ids = IdIndex("pod sandbox")
         self.names = NameRegistry("pod sandbox")
         cfg = config()
@@ -88,11 +90,12 @@ class SandboxManager:
                 continue
             if pod.phase == CREATING:
                 log.warning("undoing a pod whose creation was interrupted", extra={"pod_id": pod_id})
-                self._teardown(pod)
-                self.transition(pod, REMOVED)
+                # Kept (on disk only) if a step fails: tried again at the next start.
+                self.transition(pod, REMOVED if not self._teardown(pod) else REMOVING)
                 continue
             self._pods[pod_id] = pod
             self.ids.add(pod_id)
+            # A removal that failed half-way is finished by RemovePodSandbox (its containers go first).
             if pod.phase == READY and pod.boot_id and pod.boot_id != this_boot:
                 log.warning("pod sandbox from before a reboot is not ready", extra={"pod_id": pod_id})
                 self.transition(pod, NOTREADY)
@@ -109,13 +112,14 @@ class SandboxManager:
         """
         with pod.lock:
             old = pod.phase
-            if phase not in LEGAL[old]:
+            # The same phase again changes fields only (not after removal).
+            if (phase == old == REMOVED) or (phase != old and phase not in LEGAL[old]):
                 log.debug("pod transition refused", extra={"pod_id": pod.id, "from": old, "to": phase})
                 return False
             if phase == REMOVED:
                 self._store.delete(KIND, pod.id)
             else:
-                self._store.write(KIND, pod.id, {**pod.to_record(), **changes, "phase": phase})
+                self._store.write(KIND, pod.id, dataclasses.replace(pod, phase=phase, **changes).to_record())
             pod.phase = phase
             for name, value in changes.items():
                 setattr(pod, name, value)
@@ -183,14 +187,8 @@ class SandboxManager:
             return list(self._pods.values())
 
     def state(self, pod: Sandbox) -> int:
-        """SANDBOX_READY while the pause process lives, SANDBOX_NOTREADY from the moment it is gone.
-
-        The phase follows the pause's exit event; its identity (pid + start time) is checked too,
-        so that a recycled pid never makes a dead pod ready.
-        """
-        if pod.phase == READY and same_process(pod.pid, pod.pid_start):
-            return pb.SANDBOX_READY
-        return pb.SANDBOX_NOTREADY
+        """SANDBOX_READY while the pause process lives, SANDBOX_NOTREADY from the moment it is gone."""
+        return pb.SANDBOX_READY if pod.ready() else pb.SANDBOX_NOTREADY
 
     def verbose_info(self, pod: Sandbox) -> dict[str, object]:
         """PodSandboxStatus verbose info: what an operator needs to find the pod on the host."""
@@ -203,28 +201,6 @@ class SandboxManager:
             "runtimeSpec": spec.read_spec(Path(pod.bundle)) if pod.bundle else None,
         }
 
-    def pod_files(self, pod: Sandbox) -> dict[str, str]:
-        """Container path -> host file of what every container of the pod bind-mounts."""
-        files = {f"/etc/{name}": str(Path(pod.pod_dir) / name) for name in ("hostname", "hosts", "resolv.conf")}
-        files["/dev/shm"] = pod.shm_path or "/dev/shm"  # the host's when the pod shares the host IPC
-        return files
-
-    def namespace_paths(self, pod: Sandbox) -> dict[str, str]:
-        """Paths of the namespaces a container of this pod joins (net, ipc, uts, pid when shared)."""
-        if self.state(pod) != pb.SANDBOX_READY:
-            raise FailedPrecondition(f"pod sandbox {pod.id} is not ready")
-        ns = pod.namespace_options
-        paths = {}
-        if not pod.host_network:
-            paths["net"] = pod.netns_path
-            paths["uts"] = f"/proc/{pod.pid}/ns/uts"
-        if ns.ipc != pb.NODE:
-            paths["ipc"] = f"/proc/{pod.pid}/ns/ipc"
-        if ns.pid != pb.NODE:
-            # Joined by containers whose own options say POD (kubelet copies the pod's choice).
-            paths["pid"] = f"/proc/{pod.pid}/ns/pid"
-        return paths
-
     # ---- run ---------------------------------------------------------------------------
 
     def run(self, config: pb.PodSandboxConfig, runtime_handler: str) -> Sandbox:
@@ -236,6 +212,14 @@ class SandboxManager:
                 f"unknown runtime handler {runtime_handler!r}; known: {', '.join(sorted(cfg.runtimes))}"
             )
         ns = config.linux.security_context.namespace_options
+        if ns.network != pb.NODE and cfg.cni.require_network:
+            network = self._cni.status()
+            if not network.ready:
+                # Before anything is made: a pod without its network is of no use to anyone.
+                raise FailedPrecondition(
+                    f"no CNI network is ready in {cfg.cni.conf_dir} ({network.message}): add a network config "
+                    "there, or run the pod on the host network"
+                )
         pod_sysctls(dict(config.linux.sysctls), cfg.default_sysctls, ns.network == pb.NODE, ns.ipc == pb.NODE)
         pod = Sandbox(
             id=new_id(),
@@ -323,11 +307,12 @@ class SandboxManager:
             spec.write_spec(bundle, oci_spec)
 
             step = trace.mark("pause create")
-            runtime = self.runtime(pod.runtime_handler)
+            runtime = self._runtimes.get(pod.runtime_handler)
             undo.push("monitor", lambda: self._stop_monitor(pod.id))
             undo.push("runtime delete", lambda: runtime.delete(pod.id, force=True))
             undo.push("cgroup", lambda: cgroups.remove_cgroup(self._pause_cgroup(pod)))
-            pod.pid = self.create_in_monitor(pod.id, runtime, pod.id, bundle, bundle / "pause.log")
+            request = CreateRequest.for_runtime(runtime.base_argv(), pod.id, bundle, bundle / "pause.log")
+            pod.pid = self._monitors.ensure_pod_monitor(pod.id).create_container(request)
             pod.pid_start = start_time(pod.pid)
             step = trace.mark("pause start")
             runtime.start(pod.id)
@@ -335,47 +320,6 @@ class SandboxManager:
             raise Internal(f"RunPodSandbox {pod.id}: {step}: {exc}") from exc
         except OSError as exc:
             raise Internal(f"RunPodSandbox {pod.id}: {step}: {exc}") from exc
-
-    def create_in_monitor(
-        self,
-        pod_id: str,
-        runtime: OCIRuntime,
-        container_id: str,
-        bundle: Path,
-        log_path: Path,
-        *,
-        tty: bool = False,
-        stdin: bool = False,
-        stdin_once: bool = False,
-        log_size_max: int = -1,
-    ) -> int:
-        """Have the pod's monitor run the runtime's create for a bundle; the container's pid."""
-        argv = runtime.base_argv()  # binary, --root, <root>, then global options
-        request = CreateRequest(
-            container_id=container_id,
-            bundle=bundle,
-            runtime_path=argv[0],
-            runtime_root=Path(argv[2]),
-            runtime_args=tuple(argv[3:]),
-            log_path=log_path,
-            tty=tty,
-            stdin=stdin,
-            stdin_once=stdin_once,
-            log_size_max=log_size_max,
-        )
-        monitor = self._monitors.ensure_pod_monitor(pod_id)
-        return monitor.create_container(request)
-
-    def runtime(self, handler_name: str) -> OCIRuntime:
-        """The OCI runtime of a handler (kept, so its probed features are asked once)."""
-        cfg = self._config()
-        key = (handler_name, cfg.cgroup_manager)
-        with self._lock:
-            runtime = self._runtimes.get(key)
-            if runtime is None:
-                runtime = OCIRuntime(cfg.runtime_handler(handler_name), cfg.cgroup_manager)
-                self._runtimes[key] = runtime
-        return runtime
 
     def _stop_monitor(self, pod_id: str) -> None:
         """Ask the pod's monitor to exit and delete its directory (exit records included)."""
@@ -420,15 +364,15 @@ class SandboxManager:
             if pod.phase == REMOVED:
                 return
             if same_process(pod.pid, pod.pid_start):
-                self.runtime(pod.runtime_handler).kill(pod.id, 9)
+                self._runtimes.get(pod.runtime_handler).kill(pod.id, 9)
                 if not wait_gone(pod.pid, pod.pid_start, PAUSE_EXIT_TIMEOUT):
                     raise Internal(f"StopPodSandbox {pod.id}: the pause process did not exit after SIGKILL")
             # Its exit event may not have arrived yet: the pod is not ready from here on either way.
-            if pod.phase != NOTREADY:
+            if pod.phase == READY:
                 self.transition(pod, NOTREADY)
             if pod.network_attached:
                 self._cni.teardown(self._attachment(pod))
-                self.transition(pod, NOTREADY, network_attached=False)
+                self.transition(pod, pod.phase, network_attached=False)
         log.info("pod sandbox stopped", extra={"pod_id": pod.id})
 
     def remove(self, pod: Sandbox) -> None:
@@ -437,14 +381,21 @@ class SandboxManager:
         with pod.lock:
             if pod.phase == REMOVED:
                 return
-            self._teardown(pod)
+            failed = self._teardown(pod)
+            if failed:
+                # Nothing is forgotten while any of its resources might remain.
+                self.transition(pod, REMOVING)
+                raise Internal(
+                    f"RemovePodSandbox {pod.id}: {'; '.join(failed)}; the pod is kept and its removal is "
+                    "retried by the next RemovePodSandbox"
+                )
             self.transition(pod, REMOVED)
         log.info("pod sandbox removed", extra={"pod_id": pod.id})
 
-    def _teardown(self, pod: Sandbox) -> None:
-        """Best-effort removal of every resource a pod may hold, whatever phase it reached."""
+    def _teardown(self, pod: Sandbox) -> list[str]:
+        """Remove every resource a pod may hold, whatever phase it reached; the failed steps."""
         steps: list[tuple[str, Callable[[], object]]] = [
-            ("runtime delete", lambda: self.runtime(pod.runtime_handler).delete(pod.id, force=True)),
+            ("runtime delete", lambda: self._runtimes.get(pod.runtime_handler).delete(pod.id, force=True)),
             ("monitor", lambda: self._stop_monitor(pod.id)),
         ]
         if pod.network_attached:
@@ -464,11 +415,14 @@ class SandboxManager:
             steps.append(("netns", lambda: network.remove_netns(Path(pod.netns_path))))
         if pod.cgroup_parent:
             steps.append(("cgroup", lambda: cgroups.remove_cgroup(self._pause_cgroup(pod))))
+        failed = []
         for step, action in steps:
             try:
                 action()
             except Exception as exc:
+                failed.append(f"{step}: {exc}")
                 log.error("pod teardown step failed", extra={"pod_id": pod.id, "step": step, "error": str(exc)})
+        return failed
 
 
 def _pod_events(old: str, new: str) -> tuple[EventKind, ...]:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from crio_py.cri import api_pb2 as pb
+from crio_py.errors import FailedPrecondition
+from crio_py.proc import same_process
 from crio_py.state import TRANSIENT, MessageRecord
 
 # Lifecycle of a record. "creating" is written before the first side effect, so that a crash
@@ -13,13 +16,17 @@ from crio_py.state import TRANSIENT, MessageRecord
 CREATING = "creating"
 READY = "ready"
 NOTREADY = "notready"
+# A removal a step of which failed (CNI DEL, busy mount or cgroup): the record stays, and the
+# removal is retried by the next RemovePodSandbox and at start-up.
+REMOVING = "removing"
 REMOVED = "removed"  # in memory only: the record is gone; later events about the pod are ignored
 
 # The transitions SandboxManager.transition() allows (same phase: fields change, e.g. the network).
 LEGAL = {
-    CREATING: {CREATING, READY, REMOVED},
+    CREATING: {CREATING, READY, REMOVING, REMOVED},
     READY: {READY, NOTREADY},
-    NOTREADY: {NOTREADY, REMOVED},
+    NOTREADY: {NOTREADY, REMOVING, REMOVED},
+    REMOVING: {REMOVING, REMOVED},
     REMOVED: set(),
 }
 
@@ -59,6 +66,33 @@ class Sandbox(MessageRecord):
     @property
     def host_network(self) -> bool:
         return self.namespace_options.network == pb.NODE
+
+    def ready(self) -> bool:
+        """READY while the pause process lives. The phase follows its exit event; its identity
+        (pid + start time) is checked too, so that a recycled pid never makes a dead pod ready."""
+        return self.phase == READY and same_process(self.pid, self.pid_start)
+
+    def files(self) -> dict[str, str]:
+        """Container path -> host file of what every container of the pod bind-mounts."""
+        files = {f"/etc/{name}": str(Path(self.pod_dir) / name) for name in ("hostname", "hosts", "resolv.conf")}
+        files["/dev/shm"] = self.shm_path or "/dev/shm"  # the host's when the pod shares the host IPC
+        return files
+
+    def namespace_paths(self) -> dict[str, str]:
+        """Paths of the namespaces a container of this pod joins (net, ipc, uts, pid when shared)."""
+        if not self.ready():
+            raise FailedPrecondition(f"pod sandbox {self.id} is not ready")
+        ns = self.namespace_options
+        paths = {}
+        if not self.host_network:
+            paths["net"] = self.netns_path
+            paths["uts"] = f"/proc/{self.pid}/ns/uts"
+        if ns.ipc != pb.NODE:
+            paths["ipc"] = f"/proc/{self.pid}/ns/ipc"
+        if ns.pid != pb.NODE:
+            # Joined by containers whose own options say POD (kubelet copies the pod's choice).
+            paths["pid"] = f"/proc/{self.pid}/ns/pid"
+        return paths
 
 
 def reserved_name(meta: pb.PodSandboxMetadata) -> str:

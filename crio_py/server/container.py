@@ -10,18 +10,21 @@ from crio_py.container import Container, ContainerManager
 from crio_py.container.model import CRI_STATE
 from crio_py.cri import api_pb2 as pb
 from crio_py.errors import InvalidArgument
+from crio_py.lifecycle import PodLifecycle
 from crio_py.server.listing import STREAM_CHUNK, labels_match
 
 
 class ContainerHandlers:
     containers: ContainerManager
+    lifecycle: PodLifecycle
 
     def CreateContainer(self, request: pb.CreateContainerRequest, context: Any) -> pb.CreateContainerResponse:
         if not request.pod_sandbox_id:
             raise InvalidArgument("pod_sandbox_id must not be empty")
         if not request.HasField("config"):
             raise InvalidArgument("CreateContainer needs a config")
-        ctr = self.containers.create(request.pod_sandbox_id, request.config)
+        # A retry waits for the first request's container at most until its own deadline.
+        ctr = self.lifecycle.create_container(request.pod_sandbox_id, request.config, context.time_remaining())
         return pb.CreateContainerResponse(container_id=ctr.id)
 
     def StartContainer(self, request: pb.StartContainerRequest, context: Any) -> pb.StartContainerResponse:

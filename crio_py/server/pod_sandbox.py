@@ -10,6 +10,7 @@ from typing import Any
 from crio_py.container import ContainerManager
 from crio_py.cri import api_pb2 as pb
 from crio_py.errors import InvalidArgument
+from crio_py.lifecycle import PodLifecycle
 from crio_py.sandbox import Sandbox, SandboxManager
 from crio_py.server.container import container_status
 from crio_py.server.listing import STREAM_CHUNK, labels_match
@@ -18,23 +19,25 @@ from crio_py.server.listing import STREAM_CHUNK, labels_match
 class PodSandboxHandlers:
     sandboxes: SandboxManager
     containers: ContainerManager
+    lifecycle: PodLifecycle
 
     def RunPodSandbox(self, request: pb.RunPodSandboxRequest, context: Any) -> pb.RunPodSandboxResponse:
         if not request.HasField("config"):
             raise InvalidArgument("RunPodSandbox needs a config")
-        pod = self.sandboxes.run(request.config, request.runtime_handler)
+        # A retry waits for the first request's pod at most until its own deadline.
+        pod = self.lifecycle.run_pod(request.config, request.runtime_handler, context.time_remaining())
         return pb.RunPodSandboxResponse(pod_sandbox_id=pod.id)
 
     def StopPodSandbox(self, request: pb.StopPodSandboxRequest, context: Any) -> pb.StopPodSandboxResponse:
         pod = self.sandboxes.find(_required_id(request.pod_sandbox_id))
         if pod is not None:  # stopping an unknown pod succeeds (CRI semantics)
-            self.containers.stop_pod(pod)
+            self.lifecycle.stop_pod(pod)
         return pb.StopPodSandboxResponse()
 
     def RemovePodSandbox(self, request: pb.RemovePodSandboxRequest, context: Any) -> pb.RemovePodSandboxResponse:
         pod = self.sandboxes.find(_required_id(request.pod_sandbox_id))
         if pod is not None:
-            self.containers.remove_pod(pod)
+            self.lifecycle.remove_pod(pod)
         return pb.RemovePodSandboxResponse()
 
     def PodSandboxStatus(self, request: pb.PodSandboxStatusRequest, context: Any) -> pb.PodSandboxStatusResponse:

@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from crio_py.config import Config
-from crio_py.container import ContainerManager
 from crio_py.events import EventBus
+from crio_py.lifecycle import PodLifecycle
 from crio_py.network import NetworkStatus
-from crio_py.sandbox import SandboxManager
 from crio_py.server.container import ContainerHandlers
 from crio_py.server.container_events import ContainerEventHandlers
 from crio_py.server.pod_sandbox import PodSandboxHandlers
@@ -28,17 +27,17 @@ class RuntimeService(
         self,
         config: Callable[[], Config],
         network_status: Callable[[], NetworkStatus],
-        sandboxes: SandboxManager,
-        containers: ContainerManager,
+        lifecycle: PodLifecycle,
         stats: StatsCollector,
         events: EventBus,
         streaming: StreamingServer | None = None,
     ):
         RuntimeInfoHandlers.__init__(
-            self, config, network_status, lambda name: sandboxes.runtime(name).supports_recursive_read_only()
+            self, config, network_status, lambda name: lifecycle.runtimes.get(name).supports_recursive_read_only()
         )
-        self.sandboxes = sandboxes
-        self.containers = containers
+        self.lifecycle = lifecycle
+        self.sandboxes = lifecycle.sandboxes
+        self.containers = lifecycle.containers
         self.stats = stats
         self.streaming = streaming
         self.events = events

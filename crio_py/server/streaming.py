@@ -89,7 +89,7 @@ class StreamingBackend:
 
     def exec(self, request: ExecRequest, size: tuple[int, int] | None) -> ExecProcess:
         ctr = self._container(request.container_id)
-        runtime = self.sandboxes.runtime(ctr.runtime_handler)
+        runtime = self.containers.runtime_of(ctr)
         return runtime.exec_interactive(ctr.id, request.cmd, request.tty, request.stdin, size)
 
     def attach(self, container_id: str) -> socket.socket:

@@ -168,8 +168,9 @@ def test_bad_requests(pod: Pod, daemon: DaemonHandle) -> None:
                                                               image=pb.ImageSpec(image=pod.image))))
     assert unknown_pod.value.code() == grpc.StatusCode.NOT_FOUND
     first = pod.create("twin", "true")
+    assert pod.create("twin", "true") == first  # the same request again: kubelet's retry
     with pytest.raises(grpc.RpcError) as dup:
-        pod.create("twin", "true")
+        pod.create("twin", "false")  # another config under the same name
     assert dup.value.code() == grpc.StatusCode.ALREADY_EXISTS and first in dup.value.details()
     # Failed creates left nothing: only the twin's rootfs (and the pause's) are mounted.
     rootfs_mounts = [m for m in host_mounts_under(daemon.workdir) if m.endswith("/rootfs")]

@@ -141,7 +141,8 @@ def daemon_config(workdir: Path) -> dict[str, Any]:
         "log_level": "debug",
         "container_log_dir": str(workdir / "logs"),
         "runtimes": {"runc": {"path": "runc", "root": str(workdir / "run" / "runc"), "type": "oci"}},
-        "cni": {"conf_dir": str(workdir / "cni"), "cache_dir": str(workdir / "cni-cache")},
+        # Pods without a CNI network (only lo) are enough for most tests.
+        "cni": {"conf_dir": str(workdir / "cni"), "cache_dir": str(workdir / "cni-cache"), "require_network": False},
         "metrics": {"enabled": True, "address": "127.0.0.1", "port": free_port()},
         # Nothing listens there: the daemon builds its pause image locally, as on an offline node.
         "pause_image": "127.0.0.1:1/pause:3.10",
