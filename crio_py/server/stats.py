@@ -134,10 +134,11 @@ class StatsHandlers:
         running = [c for c in self.containers.in_pod(pod.id) if c.phase == RUNNING]
         if not pod.cgroup_parent:
             paths = []
-        elif parent_users[pod.cgroup_parent] == 1:
+        elif pod.config.linux.cgroup_parent and parent_users[pod.cgroup_parent] == 1:
             paths = [pod.cgroup_parent]
         else:
-            # Pods without a cgroup of their own (no cgroup_parent from kubelet) share ours: their
+            # Pods without a cgroup of their own (no cgroup_parent from kubelet) share ours, even
+            # when they are its only pod now: it also holds what removed containers used. Their
             # totals are the pause container's and their containers' cgroups added up.
             pause = cgroups.container_cgroups_path(
                 self._config().cgroup_manager, pod.cgroup_parent, cgroups.CONTAINER_PREFIX, pod.id

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -13,6 +14,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from crio_py import cgroups
 from crio_py.cri import api_pb2 as pb
 from tests.e2e.conftest import BUSYBOX_REPO
 from tests.e2e.test_pod_network import network, pod_info, tcp_server_in  # noqa: F401 (network is a fixture)
@@ -203,6 +205,33 @@ def test_pod_network_stats_grow_with_traffic_between_two_pods(
     daemon_handle.runtime.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=a))
     stopped = pod_stats(daemon_handle, a)
     assert stopped.attributes.id == a and not stopped.linux.HasField("network")
+
+
+def test_pod_without_cgroup_parent_totals_only_its_own_cgroups(
+    daemon: DaemonHandle, busybox: str, tmp_path: Path
+) -> None:
+    # No cgroup_parent (as crictl files often are): the pod lives in the daemon's shared parent,
+    # which also holds what every removed container used. Being its only pod now must not make
+    # the parent's figures the pod's (crictl statsp showed 784 % and, a second later, 1.8e12 %).
+    pod = Pod(daemon, busybox, pod_config(log_directory=str(tmp_path / "logs")))
+    burner = pod.run("burner", "sh", "-c", "i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done")
+    assert pod.wait_exit(burner, timeout=60).exit_code == 0
+    daemon.runtime.RemoveContainer(pb.RemoveContainerRequest(container_id=burner))
+    sleeper = pod.run("sleeper", "sleep", "300")
+    status = daemon.runtime.PodSandboxStatus(pb.PodSandboxStatusRequest(pod_sandbox_id=pod.id, verbose=True))
+    pause_path = json.loads(status.info["info"])["runtimeSpec"]["linux"]["cgroupsPath"]
+    info = daemon.runtime.ContainerStatus(pb.ContainerStatusRequest(container_id=sleeper, verbose=True)).info
+    own_paths = [pause_path, json.loads(info["info"])["cgroupsPath"]]
+
+    def own_usage() -> int:
+        return sum(s.usage_ns for s in (cgroups.cpu_stats(p) for p in own_paths) if s is not None)
+
+    before = own_usage()
+    totals = pod_stats(daemon, pod.id).linux
+    after = own_usage()
+    assert before <= totals.cpu.usage_core_nano_seconds.value <= after
+    assert [c.attributes.id for c in totals.containers] == [sleeper]
+    assert totals.process.process_count.value == 2  # pause and sleep, nothing of other pods
 
 
 def scrape(daemon: DaemonHandle) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
