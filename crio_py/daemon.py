@@ -34,6 +34,7 @@ from crio_py.server.image_service import ImageService
 from crio_py.server.runtime_service import RuntimeService
 from crio_py.server.stats import containers_by_state, pods_by_state, writable_layers
 from crio_py.server.streaming import StreamingBackend
+from crio_py.server.validation import RequestValidator
 from crio_py.state import RecordStore
 from crio_py.stats import StatsCollector
 from crio_py.streaming import StreamingServer
@@ -129,7 +130,10 @@ class Daemon:
         self.containers.restore()
         self.exit_watcher.start(self.lifecycle.on_exit, self.lifecycle.on_monitor_gone)
         self.lifecycle.restore()
-        self.network.gc(self.sandboxes.attachments())
+        try:
+            self.network.gc(self.sandboxes.attachments())
+        except Exception:  # best effort: what a bad cache entry holds must not keep the node down
+            log.exception("CNI garbage collection at start-up failed; serving anyway")
         containers, sandboxes = self.containers, self.sandboxes
         self.stats = StatsCollector(lambda: writable_layers(containers), lambda: [p.id for p in sandboxes.list()])
         self.stats.start()
@@ -141,7 +145,8 @@ class Daemon:
         runtime = RuntimeService(
             config, self.network.status, self.lifecycle, self.stats, self.events, self.streaming
         )
-        self.server = CRIServer(Path(cfg.listen), runtime, ImageService(self.images))
+        validator = RequestValidator(lambda: self.current_config().cgroup_manager)
+        self.server = CRIServer(Path(cfg.listen), runtime, ImageService(self.images), validator)
         self.server.start()
         if cfg.metrics.enabled:
             self.metrics_port = metrics.serve(cfg.metrics.address, cfg.metrics.port)

@@ -16,6 +16,7 @@ import os
 import secrets
 import threading
 import time
+import types
 import typing
 from collections.abc import Iterable
 from pathlib import Path
@@ -104,6 +105,13 @@ class RecordStore:
                 continue
             out[path.stem] = record
         return out
+
+    def quarantine(self, kind: str, record_id: str, exc: Exception) -> None:
+        """Move a record the daemon cannot use aside (to ``<kind>/corrupt/``), with an error log:
+        a bad record must never stop the daemon from starting."""
+        path = self._dir(kind) / f"{record_id}.json"
+        if path.exists():
+            self._quarantine(kind, path, exc)
 
     def _quarantine(self, kind: str, path: Path, exc: Exception) -> None:
         corrupt = self._dir(kind) / "corrupt"
@@ -196,6 +204,36 @@ SCHEMA_KEY = "schema"
 
 # Metadata of a dataclass field that lives in memory only (locks, conditions), never in the record.
 TRANSIENT = {"transient": True}
+
+
+def check_field_types(obj: Any) -> None:
+    """TypeError naming the first field of a dataclass read back from a record whose value is not
+    of its declared type (str, int, bool, float, lists and dicts of those, optionals): a record
+    edited or damaged on disk is refused whole at start-up instead of failing later."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        hint = hints[f.name]
+        if not _matches(getattr(obj, f.name), hint):
+            raise TypeError(f"field {f.name!r} holds {type(getattr(obj, f.name)).__name__}, not {hint}")
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if origin is list:
+        return isinstance(value, list) and all(_matches(v, args[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(_matches(k, args[0]) and _matches(v, args[1]) for k, v in value.items())
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if isinstance(hint, type) and hint in (str, bool):
+        return isinstance(value, hint)
+    return True  # messages, locks: built by from_record itself
 
 
 class MessageRecord:

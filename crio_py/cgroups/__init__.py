@@ -175,6 +175,38 @@ def _rmdir_tree(top: Path) -> None:
                 time.sleep(0.05)
 
 
+def first_missing_ancestor(path: str) -> str:
+    """The shortest prefix of a cgroupfs path that no hierarchy has yet ("" when it all exists).
+
+    What a pod creating ``path`` would make, so that removing the pod can remove it again
+    (:func:`remove_empty_ancestors`) and leave what existed before (kubelet's own cgroups) alone.
+    """
+    parts = [p for p in fs_path(path).split("/") if p]
+    for depth in range(1, len(parts) + 1):
+        prefix = "/" + "/".join(parts[:depth])
+        if not any((Path(h.mountpoint) / prefix.lstrip("/")).is_dir() for h in hierarchies()):
+            return prefix
+    return ""
+
+
+def remove_empty_ancestors(path: str, top: str) -> None:
+    """rmdir ``path`` and its ancestors down to ``top`` (a prefix of it) in every hierarchy,
+    stopping at the first that is not empty (another pod still uses it)."""
+    path, top = fs_path(path), fs_path(top)
+    if top == "/" or not (path == top or path.startswith(top + "/")):
+        return
+    for h in hierarchies():
+        current = path
+        while len(current) >= len(top):
+            try:
+                os.rmdir(Path(h.mountpoint) / current.lstrip("/"))
+            except FileNotFoundError:
+                pass
+            except OSError:
+                break
+            current = os.path.dirname(current)
+
+
 def remove_cgroup(path: str) -> None:
     """Remove a cgroup (``path`` in either driver's spelling) from every hierarchy, children first.
 

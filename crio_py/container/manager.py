@@ -1,6 +1,6 @@
 """Containers: create, start, stop, remove, status, exec, resources, log reopen.
 
-CreateContainer: validate -> pod READY -> reserve the name -> record "creating" -> image ->
+CreateContainer (validated at the server edge): pod READY -> reserve the name -> record "creating" -> image ->
 rootfs overlay -> OCI spec joining the pause container's namespaces -> monitor + runtime create
 -> record "created". The monitor owns the container's stdio and records its exit.
 
@@ -49,7 +49,7 @@ from crio_py.sandbox.log_dir import container_log_path, pod_log_directory
 from crio_py.sandbox.model import Sandbox
 from crio_py.spec.limits import linux_resources
 from crio_py.spec.mounts import check_mount_propagation
-from crio_py.state import IdIndex, NameRegistry, RecordStore, new_id
+from crio_py.state import IdIndex, NameRegistry, RecordStore, check_field_types, new_id
 from crio_py.storage import mounts, overlay
 from crio_py.undo import UndoStack
 
@@ -110,13 +110,16 @@ class ContainerManager:
         for cid, record in self._store.load_all(KIND).items():
             try:
                 ctr = Container.from_record(record)
-            except (KeyError, TypeError, ValueError) as exc:
-                log.error("unreadable container record skipped", extra={"container_id": cid, "error": str(exc)})
-                continue
-            if ctr.phase == CREATING or self._pods(ctr.pod_id) is None:
-                log.warning("undoing an interrupted or orphaned container", extra={"container_id": cid})
-                # Kept (on disk only) if a step fails: tried again at the next start.
-                self.transition(ctr, REMOVED if not self._teardown(ctr) else REMOVING)
+                check_field_types(ctr)
+                if ctr.id != cid:
+                    raise ValueError(f"the record is of container {ctr.id!r}")
+                if ctr.phase == CREATING or self._pods(ctr.pod_id) is None:
+                    log.warning("undoing an interrupted or orphaned container", extra={"container_id": cid})
+                    # Kept (on disk only) if a step fails: tried again at the next start.
+                    self.transition(ctr, REMOVED if not self._teardown(ctr) else REMOVING)
+                    continue
+            except Exception as exc:  # whatever a record holds, the daemon starts and serves
+                self._store.quarantine(KIND, cid, exc)
                 continue
             self._containers[cid] = ctr
             self.ids.add(cid)
@@ -328,13 +331,7 @@ class ContainerManager:
     # ---- create ------------------------------------------------------------------------
 
     def create(self, pod: Sandbox, config: pb.ContainerConfig) -> Container:
-        """Create (not start) a container in a ready pod; undo everything on failure."""
-        if not config.metadata.name:
-            raise InvalidArgument("container metadata.name must not be empty")
-        if not config.image.image:
-            raise InvalidArgument("container image must not be empty")
-        if config.log_path and (config.log_path.startswith("/") or ".." in config.log_path.split("/")):
-            raise InvalidArgument(f"log_path {config.log_path!r} must be relative to the pod's log_directory")
+        """Create (not start) a container in a ready pod (``config`` already validated); undo everything on failure."""
         if not pod.ready():
             raise FailedPrecondition(f"pod sandbox {pod.id} is not ready: cannot create containers in it")
         trace.mark("image lookup")

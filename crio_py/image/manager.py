@@ -26,7 +26,7 @@ from crio_py.errors import CrioError, FailedPrecondition, Internal, InvalidArgum
 from crio_py.image.model import AuthConfig, DirUsage, FsUsage, ImageRecord, user_of
 from crio_py.image.pause import build_pause_layer, config_digest
 from crio_py.registry.reference import Reference, looks_like_id, parse
-from crio_py.state import RecordStore, write_atomic
+from crio_py.state import RecordStore, check_field_types, write_atomic
 from crio_py.storage.layers import LayerStore, chain_ids
 from crio_py.storage.usage import tree_usage
 
@@ -62,9 +62,13 @@ class ImageManager:
         self._fs_usage: tuple[float, FsUsage] | None = None
         for image_id, record in store.load_all(KIND).items():
             try:
-                self._images["sha256:" + image_id] = ImageRecord.from_record(record)
-            except TypeError as exc:
-                log.error("unreadable image record skipped", extra={"image": image_id, "error": str(exc)})
+                image = ImageRecord.from_record(record)
+                check_field_types(image)
+                if image.id != "sha256:" + image_id:
+                    raise ValueError(f"the record is of image {image.id!r}")
+                self._images[image.id] = image
+            except Exception as exc:  # whatever a record holds, the daemon starts and serves
+                store.quarantine(KIND, image_id, exc)
         log.info("images restored", extra={"count": len(self._images)})
         self._collect_leftovers()
 

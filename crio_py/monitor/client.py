@@ -377,7 +377,14 @@ class PodMonitor:
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, TypeError) as e:
-            raise MonitorError(f"unreadable exit file {path}: {e}") from None
+            # The monitor writes it atomically: a damaged one is moved aside (so that status,
+            # list and the daemon's start keep working) and the exit counts as never recorded.
+            corrupt = path.with_name(f"{EXIT_FILE}.corrupt")
+            with contextlib.suppress(OSError):
+                os.replace(path, corrupt)
+            extra = {"container_id": container_id, "path": str(corrupt), "error": str(e)}
+            log.error("unreadable exit file moved aside", extra=extra)
+            return None
 
     def attach_socket_path(self, container_id: str) -> Path:
         """The container's attach socket (SOCK_SEQPACKET; protocol in conmon.attach)."""

@@ -75,6 +75,9 @@ class ResultCache:
 
     def __init__(self, cache_dir: Path):
         self.dir = cache_dir / "results"
+        # Entries the daemon cannot use (unreadable, or whose DEL cannot even be run) are moved
+        # here with an error log, out of every later GC's way.
+        self.quarantine_dir = cache_dir / "quarantine"
 
     def path(self, network: str, container_id: str, ifname: str) -> Path:
         """Where the entry of one attachment lives."""
@@ -101,19 +104,37 @@ class ResultCache:
         """Forget an attachment; nothing to do when it is already gone."""
         self.path(entry.network, entry.container_id, entry.ifname).unlink(missing_ok=True)
 
+    def quarantine(self, entry: CacheEntry, error: Exception) -> None:
+        """Move an entry the daemon cannot act on aside, with an error log (never raises)."""
+        self._quarantine(self.path(entry.network, entry.container_id, entry.ifname), error)
+
+    def _quarantine(self, path: Path, error: Exception) -> None:
+        try:
+            self.quarantine_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            dest = self.quarantine_dir / path.name
+            os.replace(path, dest)
+        except (OSError, ValueError) as exc:
+            log.error("CNI cache entry cannot be moved aside", extra={"file": repr(str(path)), "error": str(exc)})
+            return
+        log.error("bad CNI cache entry moved aside", extra={"file": str(dest), "error": str(error)})
+
     def _load(self, path: Path) -> CacheEntry | None:
         try:
-            return CacheEntry.from_json(json.loads(path.read_bytes()))
+            entry = CacheEntry.from_json(json.loads(path.read_bytes()))
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as exc:
-            log.warning("unreadable CNI cache entry skipped", extra={"file": str(path), "error": str(exc)})
+            self._quarantine(path, exc)
             return None
+        if self.path(entry.network, entry.container_id, entry.ifname) != path:
+            self._quarantine(path, ValueError("the entry's network, container id and ifname do not match its name"))
+            return None
+        return entry
 
     def all(self) -> list[CacheEntry]:
         """Every readable entry, in file-name order."""
         try:
-            names = sorted(p for p in self.dir.iterdir() if not p.name.startswith("."))
+            names = sorted(p for p in self.dir.iterdir() if not p.name.startswith(".") and p.is_file())
         except FileNotFoundError:
             return []
         return [e for e in (self._load(p) for p in names) if e is not None]

@@ -398,6 +398,21 @@ class CNIManager:
             return AttachmentResult(entry.network, entry.ifname, cni_result.pod_ips(common), common)
         return None
 
+    def _release_stale(self, entry: CacheEntry) -> None:
+        target = self._cached_target(entry)
+        if target is None:
+            return
+        present = is_netns(Path(entry.netns)) if entry.netns else False
+        errors = self._del(target, entry.container_id, entry.netns if present else "")
+        if errors and present:
+            log.warning(
+                "CNI DEL of a stale attachment failed; kept for the next GC",
+                extra={"pod_id": entry.container_id, "error": "; ".join(e.describe() for e in errors)},
+            )
+            return
+        self._cache.remove(entry)
+        log.info("stale CNI attachment released", extra={"pod_id": entry.container_id, "network": target.net.name})
+
     def gc(self, valid: list[PodAttachment]) -> None:
         """Reclaim what crashed or forgotten pods hold: DEL every cached attachment not in ``valid``,
         then CNI GC (1.1.0+) with the valid ones so plugins can free anything else."""
@@ -405,19 +420,10 @@ class CNIManager:
         for entry in self._cache.all():
             if (entry.container_id, entry.ifname) in keep:
                 continue
-            target = self._cached_target(entry)
-            if target is None:
-                continue
-            present = is_netns(Path(entry.netns)) if entry.netns else False
-            errors = self._del(target, entry.container_id, entry.netns if present else "")
-            if errors and present:
-                log.warning(
-                    "CNI DEL of a stale attachment failed; kept for the next GC",
-                    extra={"pod_id": entry.container_id, "error": "; ".join(e.describe() for e in errors)},
-                )
-                continue
-            self._cache.remove(entry)
-            log.info("stale CNI attachment released", extra={"pod_id": entry.container_id, "network": target.net.name})
+            try:
+                self._release_stale(entry)
+            except Exception as exc:  # a hostile or damaged entry must not stop the daemon's start
+                self._cache.quarantine(entry, exc)
         net = self._watcher.current().network
         if net is None or not net.supports_gc:
             return

@@ -1,6 +1,6 @@
 """Pod sandboxes: run, stop, remove, status and list, backed by a pause (infra) container.
 
-RunPodSandbox: validate -> reserve the name -> record "creating" -> pause image -> pod files ->
+RunPodSandbox (validated at the server edge): reserve the name -> record "creating" -> pause image -> pod files ->
 netns -> CNI ADD -> /etc/hosts with the pod IPs -> pause rootfs -> OCI spec -> monitor + runtime
 create -> runtime start -> record "ready". Every step registers its undo, so a failure at any
 point leaves nothing behind and frees the name at once.
@@ -33,9 +33,8 @@ from crio_py.proc import boot_id, same_process, start_time, wait_gone
 from crio_py.sandbox import pod_files
 from crio_py.sandbox.log_dir import owns_log_directory, pod_log_directory
 from crio_py.sandbox.model import CREATING, LEGAL, NOTREADY, READY, REMOVED, REMOVING, Sandbox, reserved_name
-from crio_py.sandbox.validate import check_pod_config
 from crio_py.spec.security import pod_sysctls
-from crio_py.state import IdIndex, NameRegistry, RecordStore, new_id
+from crio_py.state import IdIndex, NameRegistry, RecordStore, check_field_types, new_id
 from crio_py.storage import mounts, overlay
 from crio_py.undo import UndoStack
 
@@ -85,13 +84,16 @@ class SandboxManager:
         for pod_id, record in self._store.load_all(KIND).items():
             try:
                 pod = Sandbox.from_record(record)
-            except (KeyError, TypeError, ValueError) as exc:
-                log.error("unreadable pod record skipped", extra={"pod_id": pod_id, "error": str(exc)})
-                continue
-            if pod.phase == CREATING:
-                log.warning("undoing a pod whose creation was interrupted", extra={"pod_id": pod_id})
-                # Kept (on disk only) if a step fails: tried again at the next start.
-                self.transition(pod, REMOVED if not self._teardown(pod) else REMOVING)
+                check_field_types(pod)
+                if pod.id != pod_id:
+                    raise ValueError(f"the record is of pod {pod.id!r}")
+                if pod.phase == CREATING:
+                    log.warning("undoing a pod whose creation was interrupted", extra={"pod_id": pod_id})
+                    # Kept (on disk only) if a step fails: tried again at the next start.
+                    self.transition(pod, REMOVED if not self._teardown(pod) else REMOVING)
+                    continue
+            except Exception as exc:  # whatever a record holds, the daemon starts and serves
+                self._store.quarantine(KIND, pod_id, exc)
                 continue
             self._pods[pod_id] = pod
             self.ids.add(pod_id)
@@ -204,8 +206,7 @@ class SandboxManager:
     # ---- run ---------------------------------------------------------------------------
 
     def run(self, config: pb.PodSandboxConfig, runtime_handler: str) -> Sandbox:
-        """Create and start a pod sandbox; on any failure undo everything and raise."""
-        check_pod_config(config)
+        """Create and start a pod sandbox (``config`` already validated); on any failure undo everything and raise."""
         cfg = self._config()
         if (runtime_handler or cfg.default_runtime) not in cfg.runtimes:
             raise InvalidArgument(
@@ -232,6 +233,8 @@ class SandboxManager:
         # Every path the pod will own is decided (and recorded) before anything exists, so that a
         # crash at any later step leaves a "creating" record that says what to clean up.
         pod.cgroup_parent = cgroups.pod_cgroup_parent(cfg.cgroup_manager, config.linux.cgroup_parent)
+        if cfg.cgroup_manager == cgroups.CGROUPFS:
+            pod.cgroup_parent_created = self._made_by_pods(pod.cgroup_parent)
         pod.pod_dir = str(self._run_root / "pods" / pod.id)
         if ns.ipc != pb.NODE:
             pod.shm_path = str(Path(pod.pod_dir) / "shm")
@@ -253,6 +256,16 @@ class SandboxManager:
             undo.commit()
         log.info("pod sandbox ready", extra={**ctx, "pid": pod.pid, "ips": pod.ips})
         return pod
+
+    def _made_by_pods(self, parent: str) -> str:
+        """The top of what this pod's cgroup parent adds to the host's cgroups, or what an
+        earlier pod already added there (so whichever of them goes last removes it)."""
+        made = cgroups.first_missing_ancestor(parent)
+        for other in self.list():
+            top = other.cgroup_parent_created
+            if top and (parent == top or parent.startswith(top + "/")) and (not made or len(top) < len(made)):
+                made = top
+        return made
 
     def _create(self, pod: Sandbox, cfg: Config, undo: UndoStack) -> None:
         step = trace.mark("pause image")
@@ -310,6 +323,11 @@ class SandboxManager:
             runtime = self._runtimes.get(pod.runtime_handler)
             undo.push("monitor", lambda: self._stop_monitor(pod.id))
             undo.push("runtime delete", lambda: runtime.delete(pod.id, force=True))
+            if pod.cgroup_parent_created:
+                undo.push(
+                    "cgroup parent",
+                    lambda: cgroups.remove_empty_ancestors(pod.cgroup_parent, pod.cgroup_parent_created),
+                )
             undo.push("cgroup", lambda: cgroups.remove_cgroup(self._pause_cgroup(pod)))
             request = CreateRequest.for_runtime(runtime.base_argv(), pod.id, bundle, bundle / "pause.log")
             pod.pid = self._monitors.ensure_pod_monitor(pod.id).create_container(request)
@@ -415,6 +433,10 @@ class SandboxManager:
             steps.append(("netns", lambda: network.remove_netns(Path(pod.netns_path))))
         if pod.cgroup_parent:
             steps.append(("cgroup", lambda: cgroups.remove_cgroup(self._pause_cgroup(pod))))
+        if pod.cgroup_parent_created:
+            steps.append(
+                ("cgroup parent", lambda: cgroups.remove_empty_ancestors(pod.cgroup_parent, pod.cgroup_parent_created))
+            )
         failed = []
         for step, action in steps:
             try:

@@ -44,6 +44,8 @@ class Sandbox(MessageRecord):
     netns_path: str = ""
     ips: list[str] = field(default_factory=list)
     cgroup_parent: str = ""
+    # The part of cgroup_parent this pod made (cgroupfs): removed with the pod when nothing else uses it.
+    cgroup_parent_created: str = ""
     pid: int = 0
     pid_start: int = 0  # the pause process's start time (proc.start_time): pid + start = identity
     boot_id: str = ""  # the boot the pod was created in (after a reboot it is NOTREADY)

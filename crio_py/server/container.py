@@ -11,20 +11,21 @@ from crio_py.container.model import CRI_STATE
 from crio_py.cri import api_pb2 as pb
 from crio_py.errors import InvalidArgument
 from crio_py.lifecycle import PodLifecycle
+from crio_py.sandbox import SandboxManager
 from crio_py.server.listing import STREAM_CHUNK, labels_match
+from crio_py.server.validation import check_privilege
 
 
 class ContainerHandlers:
     containers: ContainerManager
     lifecycle: PodLifecycle
+    sandboxes: SandboxManager
 
     def CreateContainer(self, request: pb.CreateContainerRequest, context: Any) -> pb.CreateContainerResponse:
-        if not request.pod_sandbox_id:
-            raise InvalidArgument("pod_sandbox_id must not be empty")
-        if not request.HasField("config"):
-            raise InvalidArgument("CreateContainer needs a config")
+        pod = self.sandboxes.get(request.pod_sandbox_id)
+        check_privilege(request.config, pod.config, pod.id)
         # A retry waits for the first request's container at most until its own deadline.
-        ctr = self.lifecycle.create_container(request.pod_sandbox_id, request.config, context.time_remaining())
+        ctr = self.lifecycle.create_container(pod.id, request.config, context.time_remaining())
         return pb.CreateContainerResponse(container_id=ctr.id)
 
     def StartContainer(self, request: pb.StartContainerRequest, context: Any) -> pb.StartContainerResponse:
@@ -32,8 +33,6 @@ class ContainerHandlers:
         return pb.StartContainerResponse()
 
     def StopContainer(self, request: pb.StopContainerRequest, context: Any) -> pb.StopContainerResponse:
-        if request.timeout < 0:
-            raise InvalidArgument(f"timeout {request.timeout} must not be negative")
         ctr = self.containers.find(_required_id(request.container_id))
         if ctr is not None:  # stopping an unknown container succeeds (CRI semantics)
             self.containers.stop(ctr, request.timeout)
@@ -87,8 +86,6 @@ class ContainerHandlers:
         return items
 
     def ExecSync(self, request: pb.ExecSyncRequest, context: Any) -> pb.ExecSyncResponse:
-        if request.timeout < 0:
-            raise InvalidArgument(f"timeout {request.timeout} must not be negative")
         ctr = self.containers.get(_required_id(request.container_id))
         result = self.containers.exec_sync(ctr, list(request.cmd), int(request.timeout))
         return pb.ExecSyncResponse(stdout=result.stdout, stderr=result.stderr, exit_code=result.exit_code)

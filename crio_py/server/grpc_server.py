@@ -1,7 +1,9 @@
 """The gRPC server on the CRI unix socket: registration, error mapping, logging, metrics.
 
-Every RPC of RuntimeService and ImageService is registered. A handler object implements the RPCs
-it knows as ``Name(request, context)``; the rest answer UNIMPLEMENTED naming the RPC. Handlers raise
+Every RPC of RuntimeService and ImageService is registered. A request is parsed (bytes that do not
+parse are INVALID_ARGUMENT naming the field) and checked by the validation layer before its
+handler runs. A handler object implements the RPCs it knows as ``Name(request, context)``; the
+rest answer UNIMPLEMENTED naming the RPC. Handlers raise
 ``crio_py.errors`` exceptions; here they become gRPC statuses, and anything else becomes INTERNAL
 with the traceback logged, never sent.
 """
@@ -14,15 +16,17 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError, Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from crio_py import metrics, trace
-from crio_py.cri import api_pb2, api_pb2_grpc
-from crio_py.errors import CrioError
+from crio_py.cri import api_pb2
+from crio_py.errors import CrioError, InvalidArgument
+from crio_py.server.validation import RequestValidator, limits
+from crio_py.server.validation.wire import undecodable_field
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +56,40 @@ def _request_ids(request: Any) -> dict[str, str]:
     if image is not None and getattr(image, "image", ""):
         ids["image"] = image.image
     return ids
+
+
+class _Undecodable:
+    """What the deserializer hands on for bytes that are not a valid request (see _parser)."""
+
+    def __init__(self, message: str):
+        self.message = message
+
+
+def _parser(request_class: type[Message]) -> Callable[[bytes], Any]:
+    """A request deserializer that never raises: grpcio would answer INTERNAL "Exception
+    deserializing request!"; the handler answers INVALID_ARGUMENT naming the field instead."""
+    name = request_class.DESCRIPTOR.full_name
+
+    def parse(data: bytes) -> Any:
+        try:
+            return request_class.FromString(data)
+        except DecodeError:
+            where = undecodable_field(request_class.DESCRIPTOR, data)
+            return _Undecodable(f"the request is not a valid {name}" + (f": {where}" if where else ""))
+
+    return parse
+
+
+def _checked(name: str, impl: Callable[[Any, Any], Any], validator: RequestValidator) -> Callable[[Any, Any], Any]:
+    """``impl`` behind the validation layer: the handler only ever sees a valid request."""
+
+    def call(request: Any, context: Any) -> Any:
+        if isinstance(request, _Undecodable):
+            raise InvalidArgument(request.message)
+        validator.check(name, request)
+        return impl(request, context)
+
+    return call
 
 
 def _wrap_unary(service: str, name: str, impl: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
@@ -121,36 +159,51 @@ class _NotYet(CrioError):
     code = "UNIMPLEMENTED"
 
 
-def instrument(service: str, handlers: object) -> SimpleNamespace:
-    """Wrap every RPC of ``service`` (from the proto) around ``handlers``' methods."""
+def service_handler(service: str, handlers: object, validator: RequestValidator) -> grpc.GenericRpcHandler:
+    """Every RPC of ``service`` (from the proto): parsed, validated, then ``handlers``' method,
+    wrapped for status mapping, logs and metrics."""
     descriptor = api_pb2.DESCRIPTOR.services_by_name[service]
-    wrapped = SimpleNamespace()
+    methods = {}
     for method in descriptor.methods:
         impl = getattr(handlers, method.name, None) or _unimplemented(service, method.name)
+        impl = _checked(method.name, impl, validator)
+        parse = _parser(getattr(api_pb2, method.input_type.name))
+        serialize = getattr(api_pb2, method.output_type.name).SerializeToString
         if method.server_streaming:
-            setattr(wrapped, method.name, _wrap_stream(service, method.name, impl))
+            methods[method.name] = grpc.unary_stream_rpc_method_handler(
+                _wrap_stream(service, method.name, impl), request_deserializer=parse, response_serializer=serialize
+            )
         else:
-            setattr(wrapped, method.name, _wrap_unary(service, method.name, impl))
-    return wrapped
+            methods[method.name] = grpc.unary_unary_rpc_method_handler(
+                _wrap_unary(service, method.name, impl), request_deserializer=parse, response_serializer=serialize
+            )
+    return grpc.method_handlers_generic_handler(descriptor.full_name, methods)
 
 
 class CRIServer:
     """The gRPC server bound to the CRI socket."""
 
-    def __init__(self, socket_path: Path, runtime_handlers: object, image_handlers: object):
+    def __init__(
+        self,
+        socket_path: Path,
+        runtime_handlers: object,
+        image_handlers: object,
+        validator: RequestValidator | None = None,
+    ):
         self.socket_path = socket_path
+        validator = validator or RequestValidator()
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="rpc"),
             options=[
-                ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+                ("grpc.max_receive_message_length", limits.MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", 64 * 1024 * 1024),
             ],
         )
-        api_pb2_grpc.add_RuntimeServiceServicer_to_server(  # type: ignore[no-untyped-call]
-            instrument("RuntimeService", runtime_handlers), self._server
-        )
-        api_pb2_grpc.add_ImageServiceServicer_to_server(  # type: ignore[no-untyped-call]
-            instrument("ImageService", image_handlers), self._server
+        self._server.add_generic_rpc_handlers(
+            (
+                service_handler("RuntimeService", runtime_handlers, validator),
+                service_handler("ImageService", image_handlers, validator),
+            )
         )
         self._health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)

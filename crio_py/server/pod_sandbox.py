@@ -22,8 +22,6 @@ class PodSandboxHandlers:
     lifecycle: PodLifecycle
 
     def RunPodSandbox(self, request: pb.RunPodSandboxRequest, context: Any) -> pb.RunPodSandboxResponse:
-        if not request.HasField("config"):
-            raise InvalidArgument("RunPodSandbox needs a config")
         # A retry waits for the first request's pod at most until its own deadline.
         pod = self.lifecycle.run_pod(request.config, request.runtime_handler, context.time_remaining())
         return pb.RunPodSandboxResponse(pod_sandbox_id=pod.id)

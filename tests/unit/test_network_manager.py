@@ -328,3 +328,29 @@ def test_bad_pod_ids_are_rejected(env: Env) -> None:
     env.network()
     with pytest.raises(Exception, match="cannot be a CNI container ID"):
         env.manager().setup(attachment("../x"))
+
+
+def test_gc_quarantines_entries_it_cannot_act_on_and_goes_on(env: Env, caplog: pytest.LogCaptureFixture) -> None:
+    # Issue 15, finding 0: a pod namespace with a NUL byte left a cache entry whose DEL raised
+    # "ValueError: embedded null byte" at every start, and the daemon never came up again.
+    env.network()
+    mgr = env.manager()
+    mgr.setup(attachment("stale"))
+    mgr.setup(attachment("hostile"))
+    path = env.cache / "results" / "net-hostile-eth0"
+    entry = json.loads(path.read_text())
+    entry["cniArgs"] = [["K8S_POD_NAMESPACE", "de\u0000fault"], *entry["cniArgs"]]
+    path.write_text(json.dumps(entry))
+    (env.cache / "results" / "net-junk-eth0").write_text("{not json")
+    renamed = dict(entry, containerId="other")
+    (env.cache / "results" / "net-lies-eth0").write_text(json.dumps(renamed))
+    env.forget_calls()
+    env.manager().gc([])
+    assert {c["env"]["CNI_CONTAINERID"] for c in env.calls("DEL")} == {"stale"}
+    assert env.cache_files() == []
+    assert sorted(p.name for p in (env.cache / "quarantine").iterdir()) == [
+        "net-hostile-eth0",
+        "net-junk-eth0",
+        "net-lies-eth0",
+    ]
+    assert "bad CNI cache entry moved aside" in caplog.text

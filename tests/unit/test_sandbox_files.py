@@ -8,7 +8,7 @@ from crio_py.cri import api_pb2 as pb
 from crio_py.errors import InvalidArgument
 from crio_py.sandbox import pod_files
 from crio_py.sandbox.model import Sandbox, reserved_name
-from crio_py.sandbox.validate import check_pod_config
+from crio_py.server.validation import RequestValidator
 
 
 def test_resolv_conf_renders_servers_searches_options() -> None:
@@ -50,7 +50,7 @@ def _config(**kw: object) -> pb.PodSandboxConfig:
 @pytest.mark.parametrize(
     ("config", "message"),
     [
-        (pb.PodSandboxConfig(), "no metadata"),
+        (pb.PodSandboxConfig(), "metadata must be set"),
         (pb.PodSandboxConfig(metadata=pb.PodSandboxMetadata(name="a", namespace="b")), "metadata.uid"),
         (_config(hostname="Bad_Host!"), "not a valid DNS name"),
         (_config(hostname="a" * 64), "not a valid DNS name"),
@@ -58,7 +58,7 @@ def _config(**kw: object) -> pb.PodSandboxConfig:
         (_config(log_directory="/var/log/../etc"), "must not contain '..'"),
         (_config(dns=pb.DNSConfig(servers=["8.8.8"])), "is not an IP address"),
         (_config(dns=pb.DNSConfig(options=["two words"])), "single non-empty word"),
-        (_config(port=pb.PortMapping(protocol=7, container_port=80)), "not TCP, UDP or SCTP"),
+        (_config(port=pb.PortMapping(protocol=7, container_port=80)), "protocol has unknown value 7"),
         (_config(port=pb.PortMapping(container_port=0)), "container_port 0"),
         (_config(port=pb.PortMapping(container_port=80, host_port=70000)), "host_port 70000"),
         (_config(port=pb.PortMapping(container_port=80, host_ip="localhost")), "host_ip"),
@@ -67,6 +67,10 @@ def _config(**kw: object) -> pb.PodSandboxConfig:
 def test_bad_pod_configs_are_invalid_argument(config: pb.PodSandboxConfig, message: str) -> None:
     with pytest.raises(InvalidArgument, match=message):
         check_pod_config(config)
+
+
+def check_pod_config(config: pb.PodSandboxConfig) -> None:
+    RequestValidator().check("RunPodSandbox", pb.RunPodSandboxRequest(config=config))
 
 
 def test_a_good_config_passes_and_round_trips_through_the_record() -> None:
