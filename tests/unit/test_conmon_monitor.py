@@ -3,7 +3,9 @@
 The fake runtime is a shell script: it starts the bundle's ``run.sh`` in the background with its
 own stdio (which the monitor gave it; stdin through fd 3, as a background job's own stdin is
 /dev/null), writes that pid to --pid-file and exits, as ``runc create`` leaves the container
-behind. A bundle with a ``fail`` file makes it print that and exit 1, one with a ``hang`` file makes
+behind. The job waits until the runtime is gone (reaped by the monitor), as a runc container
+waits for ``start``: a job exiting first would be reaped by the runtime's shell, never by the
+monitor. A bundle with a ``fail`` file makes it print that and exit 1, one with a ``hang`` file makes
 it never return.
 """
 
@@ -16,7 +18,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +39,8 @@ done
 if [ -f "$bundle/fail" ]; then cat "$bundle/fail" >&2; exit 1; fi
 if [ -f "$bundle/hang" ]; then exec sleep 60; fi
 exec 3<&0
-sh "$bundle/run.sh" <&3 3<&- &
+runtime=$$
+(while kill -0 $runtime 2>/dev/null; do sleep 0.01; done; exec sh "$bundle/run.sh") <&3 3<&- &
 echo $! > "$pidfile"
 """
 
@@ -79,6 +82,13 @@ class Pod:
         for pid in [*self.pids, self.monitor.pid() or 0]:
             if process_alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
 
 
 @pytest.fixture
@@ -177,10 +187,12 @@ def test_attach_stdin_once(pod: Pod) -> None:
 
 
 def test_reopen_and_resize(pod: Pod) -> None:
-    pod.create("r", "echo one; sleep 0.3; echo two")
-    time.sleep(0.15)
+    go = pod.tmp / "go"
+    pod.create("r", f"echo one; while [ ! -e {go} ]; do sleep 0.01; done; echo two")
+    wait_for(lambda: (pod.tmp / "r.log").exists() and "one" in (pod.tmp / "r.log").read_text())
     (pod.tmp / "r.log").rename(pod.tmp / "r.log.1")
     pod.monitor.reopen_log("r")
+    go.touch()
     pod.wait_exit("r")
     assert pod.log_lines("r") == ["stdout F two"]
     with pytest.raises(MonitorError, match="no terminal"):
@@ -208,10 +220,7 @@ def test_killed_monitor(pod: Pod) -> None:
     monitor_pid = pod.monitor.pid()
     assert monitor_pid
     os.kill(monitor_pid, signal.SIGKILL)
-    deadline = time.monotonic() + 5
-    while process_alive(monitor_pid):
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    wait_for(lambda: not process_alive(monitor_pid))
     assert not pod.monitor.alive()
     assert pod.monitor.exit_status("k") is None
     assert process_alive(pid)
@@ -220,17 +229,16 @@ def test_killed_monitor(pod: Pod) -> None:
 
 
 def test_shutdown(pod: Pod) -> None:
-    pod.create("s", "sleep 0.3")
+    go = pod.tmp / "go"
+    pod.create("s", f"while [ ! -e {go} ]; do sleep 0.01; done")
     monitor_pid = pod.monitor.pid()
     assert monitor_pid
     assert pod.monitor.shutdown() == 1
     with pytest.raises(MonitorError, match="shutting down"):
         pod.create("late", "true")
+    go.touch()
     pod.wait_exit("s")
-    deadline = time.monotonic() + 5
-    while process_alive(monitor_pid):
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    wait_for(lambda: not process_alive(monitor_pid))
     assert not (pod.monitor.directory / "monitor.pid").exists()
     with contextlib.suppress(MonitorError):
         pod.monitor.shutdown(force=True)
@@ -240,9 +248,7 @@ def test_force_shutdown_leaves_containers(pod: Pod) -> None:
     pid = pod.create("f", "sleep 5")
     assert pod.monitor.shutdown(force=True) == 1
     monitor = PodMonitor("pod", pod.monitor.directory, 1.0)
-    deadline = time.monotonic() + 5
-    while monitor.alive():
-        assert time.monotonic() < deadline
+    wait_for(lambda: not monitor.alive())
     assert process_alive(pid)
 
 
@@ -274,3 +280,15 @@ def test_subscribers_hear_every_exit_and_get_the_earlier_ones(pod: Pod) -> None:
         sub.sock.close()
     # The exit file is written before the event is sent.
     assert pod.wait_exit("late").exit_code == 6
+
+
+def test_a_damaged_exit_file_is_moved_aside_and_counts_as_no_exit(pod: Pod, caplog: pytest.LogCaptureFixture) -> None:
+    # It was MonitorError (INTERNAL) from every status and list, and stopped the daemon's start.
+    pod.create("x", "exit 5")
+    assert pod.wait_exit("x").exit_code == 5
+    exit_file = pod.monitor.directory / "x" / "exit"
+    exit_file.write_text('{"exit_code": "five"')
+    assert pod.monitor.exit_status("x") is None
+    assert not exit_file.exists()
+    assert (pod.monitor.directory / "x" / "exit.corrupt").read_text() == '{"exit_code": "five"'
+    assert "unreadable exit file moved aside" in caplog.text
