@@ -44,6 +44,7 @@ from crio_py.events import ContainerEvent, EventBus, EventKind
 from crio_py.image import ImageManager
 from crio_py.monitor import MONITOR_GONE_REASON, CreateRequest, ExitStatus, MonitorClient, MonitorError
 from crio_py.oci import ExecResult, OCIRuntime, RuntimeRegistry
+from crio_py.oci import errors as oci_errors
 from crio_py.proc import boot_id, same_process, start_time, start_time_ns
 from crio_py.sandbox.log_dir import container_log_path, pod_log_directory
 from crio_py.sandbox.model import Sandbox
@@ -429,7 +430,7 @@ class ContainerManager:
             ctr.pid = self._monitors.ensure_pod_monitor(pod.id).create_container(request)
             ctr.pid_start = start_time(ctr.pid)
         except MonitorError as exc:
-            raise Internal(f"CreateContainer {ctr.id}: {step}: {exc}") from exc
+            raise oci_errors.create_error(f"CreateContainer {ctr.id}: {step}: {exc}") from exc
         except OSError as exc:
             raise Internal(f"CreateContainer {ctr.id}: {step}: {exc}") from exc
 

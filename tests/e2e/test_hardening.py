@@ -70,3 +70,12 @@ def test_a_host_path_as_cgroup_parent_is_refused(daemon: DaemonHandle) -> None:
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "is a host path" in err.value.details()
     assert [d for d in _cgroup_dirs("/sys") if d.exists()] == []
+
+
+def test_a_command_the_image_lacks_is_invalid_argument(pod: Pod) -> None:  # found by the fuzz suite
+    for argv in (["no-such-command"], ["/etc/passwd"], ["/"]):
+        with pytest.raises(grpc.RpcError) as err:
+            pod.create("missing", *argv)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value.details()
+        assert f'exec: "{argv[0]}"' in err.value.details()
+    assert pod.output(pod.run("missing", "echo", "name free again")) == "name free again\n"
