@@ -104,6 +104,7 @@ class Config:
     default_capabilities: list[str] = field(default_factory=list)
     default_sysctls: dict[str, str] = field(default_factory=dict)
     seccomp_profile: str = ""
+    seccomp_use_default_when_empty: bool = False
     log_size_max: int = -1
     container_log_dir: str = "/var/log/crio-py/pods"
     shutdown_grace: int = 10

@@ -217,7 +217,9 @@ def container_spec(ctx: ContainerSpecContext) -> dict[str, Any]:
         linux["resources"] = {"devices": [DENY_ALL, *device_rules], **resources}
         linux["maskedPaths"] = list(sc.masked_paths) or list(DEFAULT_MASKED_PATHS)
         linux["readonlyPaths"] = list(sc.readonly_paths) or list(DEFAULT_READONLY_PATHS)
-        section = seccomp_section(sc, caps, ctx.settings.seccomp_profile)
+        section = seccomp_section(
+            sc, caps, ctx.settings.seccomp_profile, ctx.settings.seccomp_use_default_when_empty
+        )
         if section is not None:
             linux["seccomp"] = section
     if rootfs_propagation:

@@ -135,7 +135,9 @@ def sandbox_spec(ctx: SandboxSpecContext) -> dict[str, Any]:
     if not sc.privileged:
         linux["maskedPaths"] = list(DEFAULT_MASKED_PATHS)
         linux["readonlyPaths"] = list(DEFAULT_READONLY_PATHS)
-        section = seccomp_section(sc, caps, ctx.settings.seccomp_profile)
+        section = seccomp_section(
+            sc, caps, ctx.settings.seccomp_profile, ctx.settings.seccomp_use_default_when_empty
+        )
         if section is not None:
             linux["seccomp"] = section
     spec: dict[str, Any] = {

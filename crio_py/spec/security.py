@@ -21,15 +21,19 @@ def seccomp_section(
     sc: api_pb2.LinuxContainerSecurityContext | api_pb2.LinuxSandboxSecurityContext,
     capabilities: list[str],
     runtime_default_path: str,
+    default_when_empty: bool = False,
 ) -> dict[str, Any] | None:
     """The ``linux.seccomp`` section for a security context (None: unconfined).
 
     ``seccomp`` wins over the deprecated ``seccomp_profile_path``; with neither the container is
-    unconfined, as with every CRI runtime (kubelet asks for RuntimeDefault explicitly).
+    unconfined, as with every CRI runtime (kubelet asks for RuntimeDefault explicitly), unless
+    ``default_when_empty`` (the ``seccomp_use_default_when_empty`` setting) makes it RuntimeDefault.
     """
     if sc.HasField("seccomp"):
         kind = api_pb2.SecurityProfile.ProfileType.Name(sc.seccomp.profile_type)
         path = sc.seccomp.localhost_ref
+    elif not sc.seccomp_profile_path and default_when_empty:
+        kind, path = seccomp.RUNTIME_DEFAULT, ""
     else:
         kind, path = seccomp.parse_profile_path(sc.seccomp_profile_path)
     return seccomp.spec_seccomp(kind, path, capabilities, runtime_default_path)

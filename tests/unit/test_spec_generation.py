@@ -296,6 +296,16 @@ def test_seccomp_field_wins_over_deprecated_path(settings: Config, rootfs: Path)
     assert spec["linux"]["seccomp"]["defaultAction"] == "SCMP_ACT_ERRNO"
 
 
+def test_no_profile_is_unconfined_unless_the_default_applies_when_empty(settings: Config, rootfs: Path) -> None:
+    assert "seccomp" not in build(settings, rootfs, make_config())["linux"]
+    strict = dataclasses.replace(settings, seccomp_use_default_when_empty=True)
+    assert build(strict, rootfs, make_config())["linux"]["seccomp"]["defaultAction"] == "SCMP_ACT_ERRNO"
+    # Asking for Unconfined still gets it: the switch only fills in a profile nobody named.
+    unconfined = pb.SecurityProfile(profile_type=pb.SecurityProfile.Unconfined)
+    assert "seccomp" not in build(strict, rootfs, make_config(seccomp=unconfined))["linux"]
+    assert "seccomp" not in build(strict, rootfs, make_config(seccomp_profile_path="unconfined"))["linux"]
+
+
 def test_seccomp_localhost(settings: Config, rootfs: Path, tmp_path: Path) -> None:
     profile = tmp_path / "p.json"
     profile.write_text('{"defaultAction": "SCMP_ACT_LOG"}')
