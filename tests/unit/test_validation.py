@@ -170,6 +170,16 @@ def test_hugepage_limits_and_unified_keys() -> None:  # finding 4
     refused("UpdateContainerResources", pb.UpdateContainerResourcesRequest(container_id="c", linux=unified), "unified")
 
 
+def test_swap_needs_a_memory_limit_at_least_as_large() -> None:  # found by the fuzz suite
+    swap_only = pb.LinuxContainerResources(memory_swap_limit_in_bytes=1136196702073578619)
+    update = pb.UpdateContainerResourcesRequest(container_id="c", linux=swap_only)
+    refused("UpdateContainerResources", update, "memory_swap_limit_in_bytes needs memory_limit_in_bytes")
+    below = pb.LinuxContainerResources(memory_limit_in_bytes=64 * MiB, memory_swap_limit_in_bytes=32 * MiB)
+    refused("CreateContainer", create(container_config(linux__resources=below)), "must not be below")
+    unlimited = pb.LinuxContainerResources(memory_limit_in_bytes=64 * MiB, memory_swap_limit_in_bytes=-1)
+    accepted("CreateContainer", create(container_config(linux__resources=unlimited)))
+
+
 def test_cpu_shares_one_becomes_two_and_zero_stays_unset() -> None:
     request = pb.UpdateContainerResourcesRequest(container_id="c", linux=pb.LinuxContainerResources(cpu_shares=1))
     accepted("UpdateContainerResources", request)

@@ -45,6 +45,17 @@ def check_resources(res: pb.LinuxContainerResources, where: str) -> None:
             limits.MAX_MEMORY_BYTES,
             "-1 (no limit), ",
         )
+    if res.memory_swap_limit_in_bytes > 0 and res.memory_limit_in_bytes <= 0:
+        # The kernel (v1) and runc (v2) both refuse it, and a refused runc update can leave the
+        # container's recorded limits out of step with its cgroup: every later update fails too.
+        raise InvalidArgument(
+            f"{where}.memory_swap_limit_in_bytes needs memory_limit_in_bytes (it counts memory plus swap)"
+        )
+    if 0 < res.memory_swap_limit_in_bytes < res.memory_limit_in_bytes:
+        raise InvalidArgument(
+            f"{where}.memory_swap_limit_in_bytes {res.memory_swap_limit_in_bytes} counts memory plus swap and must "
+            f"not be below memory_limit_in_bytes {res.memory_limit_in_bytes}"
+        )
     low, high = limits.OOM_SCORE_ADJ_RANGE
     if not low <= res.oom_score_adj <= high:
         raise InvalidArgument(f"{where}.oom_score_adj {res.oom_score_adj} is not in {low}..{high}")
