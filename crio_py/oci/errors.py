@@ -1,7 +1,7 @@
 """Which runtime failures are the request's fault: those are INVALID_ARGUMENT, not INTERNAL.
 
-runc resolves the container's command in its rootfs during ``create`` (in runc init), so a
-command the image does not have fails there, in words like
+runc resolves the container's command in its rootfs during ``create`` (in runc init) and an
+exec's command in ``exec``, so a command the image does not have fails there, in words like
 ``exec: "x": executable file not found in $PATH``. That is the request's (or the image's) doing,
 and kubelet shows the message to the user; the same message as INTERNAL would say the runtime broke.
 """
@@ -18,8 +18,13 @@ _COMMAND_FAULT = re.compile(
 )
 
 
+def is_command_fault(message: str) -> bool:
+    """Whether a runtime's create or exec failed because its command cannot be executed."""
+    return _COMMAND_FAULT.search(message) is not None
+
+
 def create_error(message: str) -> CrioError:
     """The error for a failed runtime create: InvalidArgument when the command cannot be executed."""
-    if _COMMAND_FAULT.search(message):
+    if is_command_fault(message):
         return InvalidArgument(f"{message} (the command cannot be run from the container's image)")
     return Internal(message)

@@ -30,6 +30,7 @@ from typing import IO, Any
 
 from crio_py.config import RuntimeHandler
 from crio_py.errors import CrioError, DeadlineExceeded, FailedPrecondition, Internal, InvalidArgument, NotFound
+from crio_py.oci.errors import is_command_fault
 
 log = logging.getLogger(__name__)
 
@@ -268,7 +269,7 @@ class OCIRuntime:
                 if failure:
                     lower = failure.lower()
                     cls = _error_class(failure)
-                    if "executable file not found" in lower or "no such file or directory" in lower:
+                    if is_command_fault(failure) or "no such file or directory" in lower:
                         cls = InvalidArgument
                     raise cls(f"exec in container {id}: {failure}")
         return ExecResult(code, bytes(stdout), bytes(stderr), timed_out, truncated)

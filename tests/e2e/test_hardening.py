@@ -79,3 +79,12 @@ def test_a_command_the_image_lacks_is_invalid_argument(pod: Pod) -> None:  # fou
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value.details()
         assert f'exec: "{argv[0]}"' in err.value.details()
     assert pod.output(pod.run("missing", "echo", "name free again")) == "name free again\n"
+
+
+def test_exec_of_a_command_that_cannot_run_is_invalid_argument(pod: Pod) -> None:  # found by the fuzz suite
+    cid = pod.run("target", "sleep", "300")
+    for argv in (["//"], ["/etc"], ["/etc/passwd"], ["no-such-command"]):
+        with pytest.raises(grpc.RpcError) as err:
+            pod.exec(cid, *argv)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value.details()
+    assert pod.exec(cid, "echo", "fine").stdout == b"fine\n"
