@@ -12,9 +12,11 @@ import pytest
 
 from crio_py import cgroups
 from crio_py.cri import api_pb2 as pb
+from crio_py.proc import process_alive
 from tests.support.cri import host_mounts_under, ns_inode, pod_config
 from tests.support.daemon import DaemonHandle
 from tests.support.pods import Pod
+from tests.support.streaming import wait_until
 
 pytestmark = pytest.mark.e2e
 def test_output_reaches_the_cri_log_and_exit_codes_are_recorded(pod: Pod) -> None:
@@ -134,8 +136,9 @@ def test_exec_sync_output_exit_code_and_timeout(pod: Pod) -> None:
 
 
 def test_stop_kills_a_term_ignoring_process_after_the_timeout(pod: Pod) -> None:
-    cid = pod.run("stubborn", "sh", "-c", "trap '' TERM; while true; do sleep 0.1; done")
-    time.sleep(0.3)
+    cid = pod.run("stubborn", "sh", "-c", "trap '' TERM; echo trapped; while true; do sleep 0.1; done")
+    log = Path(pod.status(cid).log_path)
+    wait_until(lambda: log.exists() and "trapped" in log.read_text(), 10, "the TERM trap")
     start = time.monotonic()
     pod.daemon.runtime.StopContainer(pb.StopContainerRequest(container_id=cid, timeout=2), timeout=60)
     elapsed = time.monotonic() - start
@@ -197,9 +200,9 @@ def test_list_filters(pod: Pod) -> None:
 def test_restart_keeps_containers_running_and_notices_exits(pod: Pod) -> None:
     long = pod.run("long", "sleep", "300")
     short = pod.run("short", "sh", "-c", "sleep 2; exit 5")
-    long_pid = pod.pid(long)
+    long_pid, short_pid = pod.pid(long), pod.pid(short)
     pod.daemon.kill()
-    time.sleep(3)  # the short one exits while the daemon is down
+    wait_until(lambda: not process_alive(short_pid), 10, "the short one to exit while the daemon is down")
     pod.daemon.start()
     assert pod.status(long).state == pb.CONTAINER_RUNNING
     assert os.path.exists(f"/proc/{long_pid}")

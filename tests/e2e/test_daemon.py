@@ -18,6 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from crio_py.cri import api_pb2 as pb
 from crio_py.proc import process_alive
 from tests.support.daemon import DaemonHandle
+from tests.support.streaming import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -124,13 +125,11 @@ def test_sighup_reloads_the_log_level(daemon_handle: DaemonHandle) -> None:
     daemon_handle.config["log_level"] = "debug"
     daemon_handle.write_config()
     daemon_handle.send_signal(signal.SIGHUP)
-    deadline = time.monotonic() + 10
-    while "config reloaded" not in daemon_handle.log_text() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: "config reloaded" in daemon_handle.log_text(), 10, "the reload")
     assert "log_level" in daemon_handle.log_text()
     daemon_handle.runtime.Version(pb.VersionRequest())
-    time.sleep(0.2)
-    assert "rpc=Version" in daemon_handle.log_text()
+    # The line is written once the RPC's handler returns, a moment after the client has its answer.
+    wait_until(lambda: "rpc=Version" in daemon_handle.log_text(), 10, "Version logged at debug")
 
 
 def test_metrics_count_the_calls(daemon: DaemonHandle) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 from pathlib import Path
 
 import grpc
@@ -13,8 +12,10 @@ import pytest
 
 from crio_py import cgroups
 from crio_py.cri import api_pb2 as pb
+from crio_py.proc import process_alive
 from tests.support.cri import host_mounts_under, ns_inode, nsenter, pod_config
 from tests.support.daemon import DaemonHandle
+from tests.support.streaming import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -175,7 +176,7 @@ def test_a_failed_run_undoes_every_step_and_frees_the_name(daemon_handle: Daemon
     config = pod_config("broken", cgroup_parent=cgroup_parent)
     with pytest.raises(grpc.RpcError) as err:
         run_pod(daemon_handle, config)
-    assert err.value.code() != grpc.StatusCode.OK
+    assert err.value.code() == grpc.StatusCode.INTERNAL  # the node's pause_command is broken, not the request
     assert "/no/such/pause" in err.value.details()
     assert daemon_handle.runtime.ListPodSandbox(pb.ListPodSandboxRequest()).items == []
     assert host_mounts_under(daemon_handle.workdir) == []
@@ -187,7 +188,11 @@ def test_a_failed_run_undoes_every_step_and_frees_the_name(daemon_handle: Daemon
         d.name.startswith("crio-py-") for dirs in cgroups.find_cgroup_dirs(cgroup_parent).values()
         for d in dirs.iterdir() if d.is_dir()
     )
-    # The name is free again at once.
+    # The name is free again at once: the same request fails the same way, not ALREADY_EXISTS.
+    with pytest.raises(grpc.RpcError) as err:
+        run_pod(daemon_handle, config)
+    assert err.value.code() == grpc.StatusCode.INTERNAL and "/no/such/pause" in err.value.details()
+    # And once the node is fixed, the pod runs under that name.
     daemon_handle.stop()
     daemon_handle.config["pause_command"] = ""
     daemon_handle.start()
@@ -200,7 +205,7 @@ def test_restart_keeps_pods_names_and_notices_a_dead_pause(daemon: DaemonHandle,
     _status, info = verbose(daemon, dies)
     daemon.kill()
     os.kill(info["pid"], signal.SIGKILL)
-    time.sleep(0.3)
+    wait_until(lambda: not process_alive(info["pid"]), 10, "the pause process to die")
     daemon.start()
     states = {p.id: p.state for p in daemon.runtime.ListPodSandbox(pb.ListPodSandboxRequest()).items}
     assert states == {keep: pb.SANDBOX_READY, dies: pb.SANDBOX_NOTREADY}

@@ -43,7 +43,13 @@ def test_exit_file_is_replaced_whole(tmp_path: Path) -> None:
 
 def test_oom_counter_of_a_process_and_its_value(tmp_path: Path) -> None:
     counter = exitfile.oom_counter(os.getpid())
-    assert counter is None or counter.endswith(("memory.oom_control", "memory.events"))
+    lines = Path(f"/proc/{os.getpid()}/cgroup").read_text().splitlines()
+    memory_v1 = [line.split(":", 2)[2] for line in lines if "memory" in line.split(":", 2)[1].split(",")]
+    if memory_v1:
+        assert counter == f"/sys/fs/cgroup/memory{memory_v1[0]}/memory.oom_control"
+        assert "oom_kill " in Path(counter).read_text()
+    else:
+        assert counter is not None and counter.endswith("/memory.events")
     fake = tmp_path / "memory.events"
     fake.write_text("low 0\nhigh 0\nmax 4\noom 2\noom_kill 2\n")
     assert exitfile.read_oom_kills(str(fake)) == 2
