@@ -13,7 +13,7 @@ import re
 from crio_py.errors import CrioError, Internal, InvalidArgument
 
 _COMMAND_FAULT = re.compile(
-    r'exec: "[^"]*": (executable file not found in \$PATH|permission denied|no such file or directory|is a directory'
+    r'exec: "[^"]*": (executable file not found|permission denied|no such file or directory|is a directory'
     r"|exec format error|not a directory)"
 )
 
