@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from crio_py import metrics
+from crio_py import faults, metrics
 from crio_py.state import write_atomic
 
 # Traces kept on disk; the oldest go first (they are diagnostics, not state).
@@ -96,6 +96,7 @@ def mark(name: str) -> str:
     """Enter phase ``name`` of the current operation (nothing outside one); returns ``name``."""
     t = current()
     if t is not None:
+        faults.point(f"{t.operation}:{name}")
         t.mark(name)
     return name
 
@@ -107,6 +108,7 @@ def span(name: str) -> Iterator[None]:
     if t is None:
         yield
         return
+    faults.point(f"{t.operation}:{name}")
     with t.span(name):
         yield
 

@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from crio_py import cgroups, metrics, spec, trace
+from crio_py import cgroups, faults, metrics, spec, trace
 from crio_py.config import Config
 from crio_py.container.model import (
     CREATED,
@@ -480,6 +480,7 @@ class ContainerManager:
         runtime = self.runtime_of(ctr)
         if timeout > 0:
             runtime.kill(ctr.id, _signal_number(ctr.stop_signal))
+            faults.point("StopContainer:signalled")
             if self._await_exit(ctr, timeout):
                 return
             log.info("container ignored its stop signal; killing", extra={"container_id": ctr.id})
@@ -501,6 +502,7 @@ class ContainerManager:
                     f"RemoveContainer {ctr.id}: {'; '.join(failed)}; the container is kept and its removal "
                     "is retried by the next RemoveContainer and at start-up"
                 )
+            faults.point("RemoveContainer:torn down")
             self.transition(ctr, REMOVED)
         log.info("container removed", extra={"container_id": ctr.id, "pod_id": ctr.pod_id})
 

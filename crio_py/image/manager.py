@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from crio_py import metrics
+from crio_py import faults, metrics
 from crio_py.config import Config, RegistriesConfig
 from crio_py.errors import CrioError, FailedPrecondition, Internal, InvalidArgument, NotFound, Unavailable
 from crio_py.image.model import AuthConfig, DirUsage, FsUsage, ImageRecord, user_of
@@ -312,6 +312,7 @@ class ImageManager:
             if digested and digested not in image.repo_digests:
                 image.repo_digests.append(digested)
             image.pinned = image.pinned or pinned
+            faults.point("PullImage:layers stored")
             self._store.write(KIND, image_id.removeprefix("sha256:"), image.to_record())
             self._images[image_id] = image
         return image
@@ -370,6 +371,7 @@ class ImageManager:
             if chain not in wanted:
                 with self.layers.lock(chain):
                     self.layers.remove(chain)
+                faults.point("ImageGC:layer removed")
                 log.info("unused layer removed", extra={"chain_id": chain})
 
     # ---- usage -------------------------------------------------------------------------

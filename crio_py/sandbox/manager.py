@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from crio_py import cgroups, network, spec, trace
+from crio_py import cgroups, faults, network, spec, trace
 from crio_py.config import Config
 from crio_py.cri import api_pb2 as pb
 from crio_py.errors import FailedPrecondition, Internal, InvalidArgument, NotFound
@@ -385,11 +385,13 @@ class SandboxManager:
                 self._runtimes.get(pod.runtime_handler).kill(pod.id, 9)
                 if not wait_gone(pod.pid, pod.pid_start, PAUSE_EXIT_TIMEOUT):
                     raise Internal(f"StopPodSandbox {pod.id}: the pause process did not exit after SIGKILL")
+                faults.point("StopPodSandbox:pause killed")
             # Its exit event may not have arrived yet: the pod is not ready from here on either way.
             if pod.phase == READY:
                 self.transition(pod, NOTREADY)
             if pod.network_attached:
                 self._cni.teardown(self._attachment(pod))
+                faults.point("StopPodSandbox:network detached")
                 self.transition(pod, pod.phase, network_attached=False)
         log.info("pod sandbox stopped", extra={"pod_id": pod.id})
 
@@ -407,6 +409,7 @@ class SandboxManager:
                     f"RemovePodSandbox {pod.id}: {'; '.join(failed)}; the pod is kept and its removal is "
                     "retried by the next RemovePodSandbox"
                 )
+            faults.point("RemovePodSandbox:torn down")
             self.transition(pod, REMOVED)
         log.info("pod sandbox removed", extra={"pod_id": pod.id})
 
