@@ -13,7 +13,6 @@ import json
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,10 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from crio_py.cri import api_pb2 as pb
 from crio_py.storage import mounts, overlay
-from tests.support.cri import kill_cgroup_processes_and_remove, pod_config, remove_everything, unique
-from tests.support.daemon import DaemonHandle, cleanup_workdir, new_daemon
-from tests.support.oci_images import busybox_layer, push_image
-from tests.support.registry import Registry
+from tests.support.bench import busybox_daemon
+from tests.support.cri import kill_cgroup_processes_and_remove, pod_config, unique
+from tests.support.daemon import DaemonHandle
 
 CONTAINERD_MS = {"CreateContainer": 16.0, "StartContainer": 94.0}
 Samples = dict[str, list[float]]
@@ -125,58 +123,50 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--cycles", type=int, default=50)
     ns = parser.parse_args()
-    registry = Registry().start()
-    work = Path(tempfile.mkdtemp(prefix="crio-py-bench-ctr-"))
-    parent = "/" + unique("crio-py-bench")
-    # Unique too: a fixed name would have this run kill a concurrent run's containers on cleanup.
+    # Unique: a fixed name would have this run kill a concurrent run's containers on cleanup.
     bare_parent = "/" + unique("crio-py-bench-bare")
-    daemon = new_daemon(work / "daemon")
-    daemon.config["log_level"] = "warning"
-    daemon.config["registries"]["insecure"].append(registry.host)
-    try:
-        push_image(registry, "library/busybox", "latest", [busybox_layer()])
-        image = f"{registry.host}/library/busybox:latest"
-        daemon.start()
-        daemon.images.PullImage(pb.PullImageRequest(image=pb.ImageSpec(image=image)), timeout=120)
-        pod_cfg = pod_config(cgroup_parent=parent, log_directory=str(work / "logs"))
-        pod_id = daemon.runtime.RunPodSandbox(pb.RunPodSandboxRequest(config=pod_cfg)).pod_sandbox_id
-        # An equivalent bundle for bare runc: the spec of a container the daemon created, its layers.
-        ref = daemon.runtime.CreateContainer(pb.CreateContainerRequest(
-            pod_sandbox_id=pod_id, sandbox_config=pod_cfg,
-            config=pb.ContainerConfig(metadata=pb.ContainerMetadata(name="template"),
-                                      image=pb.ImageSpec(image=image), command=["sleep", "3600"])))
-        info = json.loads(daemon.runtime.ContainerStatus(
-            pb.ContainerStatusRequest(container_id=ref.container_id, verbose=True)).info["info"])
-        bundle, spec, lowerdirs = bare_bundle(Path(info["bundle"]), work)
-        ours: Samples = {k: [] for k in ("CreateContainer", "StartContainer", "StopContainer", "RemoveContainer")}
-        bare: Samples = {k: [] for k in ("create", "start", "kill+wait", "delete")}
-        # Alternated cycle by cycle, so that both series see the same background load.
-        for i in range(ns.cycles):
-            crio_cycle(daemon, pod_id, pod_cfg, image, f"c{i}", ours)
-            runc_cycle(bundle, spec, lowerdirs, work / "runc-root", bare_parent, bare)
-        print(f"container cycles ({ns.cycles}), busybox sleep, one pod")
-        for rpc, samples in ours.items():
-            print(f"  crio-py {rpc:<16} p50 {p50(samples):7.1f} ms  p99 {p99(samples):7.1f} ms")
-        for step, samples in bare.items():
-            print(f"  runc    {step:<16} p50 {p50(samples):7.1f} ms  p99 {p99(samples):7.1f} ms")
-        ours_cs = p50(ours["CreateContainer"]) + p50(ours["StartContainer"])
-        bare_cs = p50(bare["create"]) + p50(bare["start"])
-        print(f"Create+Start: crio-py {ours_cs:.1f} ms, bare runc {bare_cs:.1f} ms: {ours_cs / bare_cs:.2f}x "
-              "(goal <= 1.3x)")
-        # containerd's CreateContainer only writes metadata; its shim and runc create run in
-        # StartContainer. The per-RPC ratios are for reference, the sum is the comparison.
-        for rpc, theirs in CONTAINERD_MS.items():
-            print(f"  {rpc} vs containerd ({theirs:.0f} ms): {p50(ours[rpc]) / theirs:.2f}x")
-        containerd = sum(CONTAINERD_MS.values())
-        print(f"Create+Start vs containerd here ({containerd:.0f} ms): {ours_cs / containerd:.2f}x (goal <= 0.8x)")
-    finally:
-        remove_everything(daemon)
-        daemon.stop()
-        kill_cgroup_processes_and_remove(parent)
-        kill_cgroup_processes_and_remove(bare_parent)
-        registry.stop()
-        cleanup_workdir(work)
+    with busybox_daemon("ctr") as bench:
+        daemon, image, work, parent = bench.daemon, bench.image, bench.work, bench.cgroup_parent
+        try:
+            run_series(daemon, image, work, parent, bare_parent, ns.cycles)
+        finally:
+            kill_cgroup_processes_and_remove(bare_parent)
     return 0
+
+
+def run_series(daemon: DaemonHandle, image: str, work: Path, parent: str, bare_parent: str, cycles: int) -> None:
+    """Alternate crio-py and bare runc container cycles; print both and the ratios."""
+    pod_cfg = pod_config(cgroup_parent=parent, log_directory=str(work / "logs"))
+    pod_id = daemon.runtime.RunPodSandbox(pb.RunPodSandboxRequest(config=pod_cfg)).pod_sandbox_id
+    # An equivalent bundle for bare runc: the spec of a container the daemon created, its layers.
+    ref = daemon.runtime.CreateContainer(pb.CreateContainerRequest(
+        pod_sandbox_id=pod_id, sandbox_config=pod_cfg,
+        config=pb.ContainerConfig(metadata=pb.ContainerMetadata(name="template"),
+                                  image=pb.ImageSpec(image=image), command=["sleep", "3600"])))
+    info = json.loads(daemon.runtime.ContainerStatus(
+        pb.ContainerStatusRequest(container_id=ref.container_id, verbose=True)).info["info"])
+    bundle, spec, lowerdirs = bare_bundle(Path(info["bundle"]), work)
+    ours: Samples = {k: [] for k in ("CreateContainer", "StartContainer", "StopContainer", "RemoveContainer")}
+    bare: Samples = {k: [] for k in ("create", "start", "kill+wait", "delete")}
+    # Alternated cycle by cycle, so that both series see the same background load.
+    for i in range(cycles):
+        crio_cycle(daemon, pod_id, pod_cfg, image, f"c{i}", ours)
+        runc_cycle(bundle, spec, lowerdirs, work / "runc-root", bare_parent, bare)
+    print(f"container cycles ({cycles}), busybox sleep, one pod")
+    for rpc, samples in ours.items():
+        print(f"  crio-py {rpc:<16} p50 {p50(samples):7.1f} ms  p99 {p99(samples):7.1f} ms")
+    for step, samples in bare.items():
+        print(f"  runc    {step:<16} p50 {p50(samples):7.1f} ms  p99 {p99(samples):7.1f} ms")
+    ours_cs = p50(ours["CreateContainer"]) + p50(ours["StartContainer"])
+    bare_cs = p50(bare["create"]) + p50(bare["start"])
+    print(f"Create+Start: crio-py {ours_cs:.1f} ms, bare runc {bare_cs:.1f} ms: {ours_cs / bare_cs:.2f}x "
+          "(goal <= 1.3x)")
+    # containerd's CreateContainer only writes metadata; its shim and runc create run in
+    # StartContainer. The per-RPC ratios are for reference, the sum is the comparison.
+    for rpc, theirs in CONTAINERD_MS.items():
+        print(f"  {rpc} vs containerd ({theirs:.0f} ms): {p50(ours[rpc]) / theirs:.2f}x")
+    containerd = sum(CONTAINERD_MS.values())
+    print(f"Create+Start vs containerd here ({containerd:.0f} ms): {ours_cs / containerd:.2f}x (goal <= 0.8x)")
 
 
 if __name__ == "__main__":

@@ -13,17 +13,15 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from crio_py.cri import api_pb2 as pb
-from tests.support.cri import kill_cgroup_processes_and_remove, pod_config, remove_everything, unique
-from tests.support.daemon import DaemonHandle, cleanup_workdir, new_daemon
-from tests.support.oci_images import busybox_layer, push_image
-from tests.support.registry import Registry
+from tests.support.bench import busybox_daemon
+from tests.support.cri import pod_config, unique
+from tests.support.daemon import DaemonHandle
 
 STEPS = (
     "RunPodSandbox",
@@ -104,17 +102,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--cycles", type=int, default=30)
     ns = parser.parse_args()
-    registry = Registry().start()
-    work = Path(tempfile.mkdtemp(prefix="crio-py-bench-life-"))
-    parent = "/" + unique("crio-py-bench")
-    daemon = new_daemon(work / "daemon")
-    daemon.config["log_level"] = "warning"
-    daemon.config["registries"]["insecure"].append(registry.host)
-    try:
-        push_image(registry, "library/busybox", "latest", [busybox_layer()])
-        image = f"{registry.host}/library/busybox:latest"
-        daemon.start()
-        daemon.images.PullImage(pb.PullImageRequest(image=pb.ImageSpec(image=image)), timeout=120)
+    with busybox_daemon("life") as bench:
+        daemon, image, work, parent = bench.daemon, bench.image, bench.work, bench.cgroup_parent
         times: dict[str, list[float]] = {k: [] for k in (*STEPS, "whole cycle")}
         cycle(daemon, image, parent, work / "logs", {k: [] for k in times})  # warm-up
         for _ in range(ns.cycles):
@@ -128,12 +117,6 @@ def main() -> int:
             f"  StopContainer(2) of a container exiting on SIGTERM: p50 {statistics.median(stops) * 1000:.1f} ms"
             f"  p99 {percentile(stops, 0.99):.1f} ms"
         )
-    finally:
-        remove_everything(daemon)
-        daemon.stop()
-        kill_cgroup_processes_and_remove(parent)
-        registry.stop()
-        cleanup_workdir(work)
     return 0
 
 

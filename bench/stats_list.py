@@ -15,7 +15,6 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -25,10 +24,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from crio_py.cri import api_pb2 as pb
-from tests.support.cri import kill_cgroup_processes_and_remove, pod_config, remove_everything, unique
-from tests.support.daemon import DaemonHandle, cleanup_workdir, new_daemon
-from tests.support.oci_images import busybox_layer, push_image
-from tests.support.registry import Registry
+from tests.support.bench import busybox_daemon
+from tests.support.cri import pod_config, unique
+from tests.support.daemon import DaemonHandle
 
 GOAL_MS = 50.0
 
@@ -80,19 +78,8 @@ def main() -> int:
     parser.add_argument("--per-pod", type=int, default=5)
     parser.add_argument("--calls", type=int, default=50)
     ns = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="crio-py-bench-"))
-    parent = "/" + unique("crio-py-bench")
-    registry = Registry(workdir=workdir / "registry")
-    daemon = new_daemon(workdir)
-    daemon.config["log_level"] = "warning"
-    try:
-        registry.workdir.mkdir()
-        registry.start()
-        push_image(registry, "bench/busybox", "1", [busybox_layer()])
-        daemon.config["registries"]["insecure"].append(registry.host)
-        daemon.start()
-        image = f"{registry.host}/bench/busybox:1"
-        daemon.images.PullImage(pb.PullImageRequest(image=pb.ImageSpec(image=image)), timeout=300)
+    with busybox_daemon("stats") as bench:
+        daemon, image, workdir, parent = bench.daemon, bench.image, bench.work, bench.cgroup_parent
         with ThreadPoolExecutor(4) as pool:
             list(pool.map(lambda _: start_pod(daemon, image, parent, ns.per_pod, workdir / "logs"), range(ns.pods)))
         total = ns.pods * ns.per_pod
@@ -111,12 +98,6 @@ def main() -> int:
                 f"goal p50 < {GOAL_MS:.0f} ms: {'met' if p50 < GOAL_MS else 'NOT met'}"
             )
         print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (wall times grow with it; CPU does not)")
-    finally:
-        remove_everything(daemon)
-        daemon.stop()
-        registry.stop()
-        kill_cgroup_processes_and_remove(parent)
-        cleanup_workdir(workdir)
     return 0
 
 

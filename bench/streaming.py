@@ -18,7 +18,6 @@ import json
 import socket
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,11 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from crio_py.cri import api_pb2 as pb
 from crio_py.network.netns import run_in_netns
-from tests.support.cri import kill_cgroup_processes_and_remove, pod_config, remove_everything, unique
-from tests.support.daemon import DaemonHandle, cleanup_workdir, new_daemon
-from tests.support.oci_images import busybox_layer, push_image
+from tests.support.bench import busybox_daemon
+from tests.support.cri import pod_config
+from tests.support.daemon import DaemonHandle
 from tests.support.pods import Pod
-from tests.support.registry import Registry
 from tests.support.streaming import (
     direct_echo_seconds,
     exec_round_trip,
@@ -114,27 +112,9 @@ def main() -> int:
     parser.add_argument("--execs", type=int, default=100)
     parser.add_argument("--mib", type=int, default=64)
     ns = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="crio-py-bench-"))
-    registry = Registry(workdir=workdir / "registry")
-    daemon = new_daemon(workdir)
-    daemon.config["log_level"] = "warning"
-    cgroup_parent = "/" + unique("bench-streaming")
-    try:
-        registry.workdir.mkdir()
-        registry.start()
-        push_image(registry, "library/busybox", "latest", [busybox_layer()])
-        daemon.config["registries"]["insecure"].append(registry.host)
-        daemon.start()
-        ref = f"{registry.host}/library/busybox:latest"
-        daemon.images.PullImage(pb.PullImageRequest(image=pb.ImageSpec(image=ref)), timeout=120)
-        pod = Pod(daemon, ref, pod_config(cgroup_parent=cgroup_parent, log_directory=str(workdir / "logs")))
-        run(daemon, pod, ns.execs, ns.mib)
-    finally:
-        remove_everything(daemon)
-        daemon.stop()
-        kill_cgroup_processes_and_remove(cgroup_parent)
-        registry.stop()
-        cleanup_workdir(workdir)
+    with busybox_daemon("streaming") as bench:
+        config = pod_config(cgroup_parent=bench.cgroup_parent, log_directory=str(bench.work / "logs"))
+        run(bench.daemon, Pod(bench.daemon, bench.image, config), ns.execs, ns.mib)
     return 0
 
 
