@@ -263,15 +263,21 @@ def test_monitor_outlives_the_daemon(harness: Harness) -> None:
 def test_reopen_after_rename_loses_nothing(harness: Harness) -> None:
     monitor = harness.monitor()
     count = 3000
-    harness.create(monitor, "rot", f"i=0; while [ $i -lt {count} ]; do echo line $i; i=$((i+1)); usleep 500; done")
+    # A pause every 10 lines (not every line: 3000 forks of usleep outlast the exit wait on a busy
+    # machine) keeps the writer running while the log is rotated under it.
+    harness.create(
+        monitor, "rot",
+        f"i=0; while [ $i -lt {count} ]; do echo line $i; i=$((i+1)); [ $((i % 10)) -eq 0 ] && usleep 5000; done",
+    )
     log = harness.logs / "rot.log"
     rotated = []
     for n in range(5):
-        time.sleep(0.2)
+        # Each file gets lines before it is rotated away, however fast or slow the writer runs.
+        wait_for(f"lines in {log.name} before rotation {n}", lambda: log.exists() and log.stat().st_size > 0, 20)
         rotated.append(log.with_name(f"rot.log.{n}"))
         log.rename(rotated[-1])
         monitor.reopen_log("rot")
-    harness.wait_exit(monitor, "rot")
+    harness.wait_exit(monitor, "rot", timeout=60)
     entries = []
     for path in [*rotated, log]:
         entries += harness.log_entries("rot", path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -155,8 +156,29 @@ def new_daemon(workdir: Path) -> DaemonHandle:
     return DaemonHandle(workdir=workdir, config=daemon_config(workdir))
 
 
+def kill_monitors_under(workdir: Path) -> None:
+    """SIGKILL the pod monitors a test daemon started for pods under ``workdir``.
+
+    A monitor outlives its daemon by design; a test that killed its daemon, or failed before its
+    pods were removed, would otherwise leave monitors serving a directory about to be deleted.
+    """
+    prefix = str(workdir) + "/"
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if b"--pod-dir" in argv[:-1] and argv[argv.index(b"--pod-dir") + 1].decode(errors="replace").startswith(prefix):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(entry), signal.SIGKILL)
+
+
 def cleanup_workdir(workdir: Path) -> None:
-    """Unmount anything a test daemon left under ``workdir`` (deepest first), then delete it."""
+    """Kill the monitors of ``workdir``'s pods, unmount what is left under it (deepest first), delete it."""
+    kill_monitors_under(workdir)
     mounts = []
     with open("/proc/self/mountinfo") as f:
         for line in f:
