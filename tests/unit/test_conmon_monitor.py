@@ -1,12 +1,11 @@
 """The pod monitor process and crio_py.monitor's client, with a fake runtime (no runc, no root).
 
-The fake runtime is a shell script: it starts the bundle's ``run.sh`` in the background with its
-own stdio (which the monitor gave it; stdin through fd 3, as a background job's own stdin is
-/dev/null), writes that pid to --pid-file and exits, as ``runc create`` leaves the container
-behind. The job waits until the runtime is gone (reaped by the monitor), as a runc container
-waits for ``start``: a job exiting first would be reaped by the runtime's shell, never by the
-monitor. A bundle with a ``fail`` file makes it print that and exit 1, one with a ``hang`` file makes
-it never return.
+The fake runtime is a Python script: it starts the bundle's ``run.sh`` with its own stdio (which
+the monitor gave it), writes that pid to --pid-file and exits without reaping it, as ``runc
+create`` leaves the container behind for the monitor, its subreaper. (A shell would not do: dash
+reaps a background job that ends before the script does, and the monitor never sees that exit.)
+A bundle with a ``fail`` file makes it print that and exit 1, one with a ``hang`` file makes it
+never return, one with an ``exit-first`` file makes it exit only once the container has ended.
 """
 
 from __future__ import annotations
@@ -17,6 +16,7 @@ import json
 import os
 import signal
 import socket
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,20 +28,22 @@ from crio_py.monitor import CreateRequest, ExitStatus, MonitorClient, MonitorErr
 from crio_py.monitor.client import _runtime_message
 from crio_py.proc import process_alive
 
-FAKE_RUNTIME = """#!/bin/sh
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --pid-file) pidfile=$2; shift ;;
-        --bundle) bundle=$2; shift ;;
-    esac
-    shift
-done
-if [ -f "$bundle/fail" ]; then cat "$bundle/fail" >&2; exit 1; fi
-if [ -f "$bundle/hang" ]; then exec sleep 60; fi
-exec 3<&0
-runtime=$$
-(while kill -0 $runtime 2>/dev/null; do sleep 0.01; done; exec sh "$bundle/run.sh") <&3 3<&- &
-echo $! > "$pidfile"
+FAKE_RUNTIME = f"""#!{sys.executable} -IS
+import os, signal, sys, time
+
+args = sys.argv[1:]
+bundle = args[args.index("--bundle") + 1]
+pid_file = args[args.index("--pid-file") + 1]
+if os.path.exists(f"{{bundle}}/fail"):
+    sys.stderr.write(open(f"{{bundle}}/fail").read())
+    sys.exit(1)
+if os.path.exists(f"{{bundle}}/hang"):
+    time.sleep(60)
+pid = os.posix_spawn("/bin/sh", ["sh", f"{{bundle}}/run.sh"], os.environ, setsigdef=[signal.SIGPIPE])
+if os.path.exists(f"{{bundle}}/exit-first"):
+    os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+with open(pid_file, "w") as f:
+    f.write(str(pid))
 """
 
 
@@ -158,6 +160,17 @@ def test_a_create_past_its_deadline_fails_and_the_monitor_lives_on(pod: Pod) -> 
     assert pod.wait_exit("before").signal == signal.SIGKILL
 
 
+def test_a_container_that_ends_before_its_runtime_exits_is_reaped_by_the_monitor(pod: Pod) -> None:
+    # The runtime exits only once its container is a zombie: both reach the monitor when the
+    # runtime exits (the container reparented to it, the subreaper), in either order. The old shell
+    # fake runtime reaped such a container itself and the monitor reported it running forever.
+    for n in range(3):
+        request = pod.request(f"quick{n}", f"exit {n + 5}")
+        (request.bundle / "exit-first").touch()
+        pod.pids.append(pod.monitor.create_container(request))
+        assert pod.wait_exit(f"quick{n}").exit_code == n + 5
+
+
 @pytest.mark.parametrize("timeout", [float("inf"), float("nan"), -1.0, 1e300])
 def test_a_create_timeout_out_of_range_is_refused(pod: Pod, timeout: float) -> None:
     req = pod.request("t", "true")
@@ -264,12 +277,11 @@ def test_version_lists_the_ops(pod: Pod) -> None:
 
 
 def test_subscribers_hear_every_exit_and_get_the_earlier_ones(pod: Pod) -> None:
-    # Both outlive the fake runtime: its shell may reap a background job that ends before it exits.
-    pod.create("early", "sleep 0.2; exit 2")
+    pod.create("early", "exit 2")
     pod.wait_exit("early")
     first, second = pod.monitor.subscribe(), pod.monitor.subscribe()
     assert first.exits["early"].exit_code == 2 and second.exits["early"].exit_code == 2
-    pod.create("late", "sleep 0.2; exit 6")
+    pod.create("late", "exit 6")
     for sub in (first, second):
         data = sub.buffer
         sub.sock.settimeout(10)
