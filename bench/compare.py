@@ -204,9 +204,24 @@ class Runtime:
         raise NotImplementedError
 
     def stop(self) -> None:
+        """Close the channel; terminate the process (killed after 30 s)."""
         if self.channel is not None:
             self.channel.close()
             self.channel = None
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def spawn(self, argv: list[str], cwd: str | Path) -> None:
+        """Start the endpoint's process, its output in the log, and wait until it answers."""
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(argv, stdout=log, stderr=log, cwd=cwd, start_new_session=True)
+        log.close()
+        self.connect()
 
     def connect(self, timeout: float = 60) -> None:
         """Wait until the endpoint answers Version."""
@@ -304,22 +319,7 @@ class CrioPy(Runtime):
         cfg["cni"]["plugin_dirs"] = [str(bin_dir)]
         Path(cfg["cni"]["conf_dir"], "10-bench.conflist").write_bytes(self.network_config())
         self.daemon.write_config()
-        log = self.daemon.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            self.daemon.command("daemon"), stdout=log, stderr=log, cwd=ROOT, start_new_session=True
-        )
-        log.close()
-        self.connect()
-
-    def stop(self) -> None:
-        super().stop()
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        self.spawn(self.daemon.command("daemon"), ROOT)
 
 
 CONTAINERD_TOML = """\
@@ -392,22 +392,10 @@ class Containerd(Runtime):
                 cni_bin=REFERENCE_CNI,
             )
         )
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            ["containerd", "--config", str(config)], stdout=log, stderr=log, cwd="/", start_new_session=True
-        )
-        log.close()
-        self.connect()
+        self.spawn(["containerd", "--config", str(config)], "/")
 
     def stop(self) -> None:
         super().stop()
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
         # Shims of containers that could not be removed outlive containerd: stop them by pid.
         for pid, (_, cmdline, _) in processes().items():
             if "containerd-shim" in cmdline and str(self.work) in cmdline:
